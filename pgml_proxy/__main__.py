@@ -1,0 +1,3 @@
+from pgml_proxy.cli import main
+
+raise SystemExit(main())

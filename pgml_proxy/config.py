@@ -1,0 +1,150 @@
+"""Settings: defaults, then a TOML file, then ``PGML_PROXY_*`` environment variables, then flags.
+
+Every option has one name from which the others follow: the flag ``--tls-cert`` is the key ``cert`` of
+the TOML table ``[tls]`` and the variable ``PGML_PROXY_TLS__CERT``; an option without a group, such as
+``--max-connections``, is the top-level key ``max_connections`` and ``PGML_PROXY_MAX_CONNECTIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import platformdirs
+
+ENV_PREFIX: Final = "PGML_PROXY_"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    type: type
+    help: str
+    group: str | None = None
+    metavar: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.removeprefix(f"{self.group}_") if self.group else self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        path = f"{self.group}__{self.key}" if self.group else self.name
+        return ENV_PREFIX + path.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: str | None = None
+    listen: str = "127.0.0.1:6432"
+    max_connections: int = 100
+    data_dir: Path = Path(platformdirs.user_data_dir("pgml-proxy"))
+    log_level: str = "info"
+    shutdown_grace: float = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"invalid listen address {self.listen!r}: expected HOST:PORT")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+OPTIONS: Final = (
+    Option(
+        "upstream",
+        str,
+        "upstream PostgreSQL DSN (URI or key=value; ?host=/dir for a unix socket); "
+        "without it an embedded PostgreSQL is started",
+        metavar="DSN",
+    ),
+    Option(
+        "listen",
+        str,
+        "address to accept clients on (default 127.0.0.1:6432; port 0 picks one)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "max_connections",
+        int,
+        "client connections allowed at once; one more gets SQLSTATE 53300 (default 100)",
+        metavar="N",
+    ),
+    Option(
+        "data_dir",
+        Path,
+        "where the embedded PostgreSQL keeps its data (default: the user data directory)",
+        metavar="DIR",
+    ),
+    Option("log_level", str, "debug, info, warning or error (default info)", metavar="LEVEL"),
+    Option(
+        "shutdown_grace",
+        float,
+        "seconds running statements get to finish on SIGINT/SIGTERM (default 30)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "tls_cert",
+        Path,
+        "certificate (PEM) for TLS from clients; with --tls-key",
+        group="tls",
+        metavar="FILE",
+    ),
+    Option("tls_key", Path, "private key (PEM) for --tls-cert", group="tls", metavar="FILE"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every option as a flag; unset flags stay None so lower layers show through."""
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help=f"TOML settings file (env {ENV_PREFIX}CONFIG)"
+    )
+    for option in OPTIONS:
+        parser.add_argument(
+            option.flag, type=option.type, metavar=option.metavar, help=f"{option.help} [env {option.env}]"
+        )
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
+    config_file = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
+    table = _read_toml(Path(config_file)) if config_file else {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        scope = table.get(option.group, {}) if option.group else table
+        value = flags.get(option.name)
+        if value is None and option.env in environ:
+            value = environ[option.env]
+        if value is None:
+            value = scope.get(option.key)
+        if value is not None:
+            values[option.name] = _convert(option, value)
+    return dataclasses.replace(Settings(), **values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read configuration file {path}: {exc}") from exc
+
+
+def _convert(option: Option, value: Any) -> Any:
+    try:
+        return option.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"invalid value {value!r} for {option.name}: expected {option.type.__name__}"
+        ) from exc

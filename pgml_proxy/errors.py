@@ -1,0 +1,48 @@
+"""One exception hierarchy for every layer, each class carrying the SQLSTATE a client will see.
+
+Any layer raises; the session turns the exception into an ErrorResponse in one place, so the SQLSTATE
+of a failure is decided where the failure is understood, not where it is reported.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ProxyError(Exception):
+    """A failure a client should see as an ErrorResponse."""
+
+    sqlstate: ClassVar[str] = "XX000"
+    severity: ClassVar[str] = "ERROR"
+
+    def __init__(self, message: str, *, detail: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+
+class FatalError(ProxyError):
+    """A failure after which the connection is closed (severity FATAL)."""
+
+    severity = "FATAL"
+
+
+class ProtocolViolation(FatalError):
+    sqlstate = "08P01"
+
+
+class ConnectionFailure(FatalError):
+    sqlstate = "08006"
+
+
+class TooManyConnections(FatalError):
+    sqlstate = "53300"
+
+
+class AdminShutdown(FatalError):
+    sqlstate = "57P01"
+
+
+class UnsupportedProtocol(FatalError):
+    sqlstate = "0A000"

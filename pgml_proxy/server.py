@@ -1,0 +1,98 @@
+"""The listener: accepts clients, enforces the connection limit, routes cancel requests, shuts down.
+
+The cancel registry maps the keys the proxy issued to live sessions; a CancelRequest arrives on a
+connection of its own and only ever carries such a key, never the upstream's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Final
+
+from pgml_proxy.session.connection import ClientProtocol, Session
+from pgml_proxy.upstream import UpstreamTarget
+from pgml_proxy.wire.cancel import CancelKey, new_proxy_key
+
+log = logging.getLogger("pgml_proxy.server")
+
+SHUTDOWN_POLL: Final = 0.05
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        upstream: UpstreamTarget,
+        *,
+        max_connections: int,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.max_connections = max_connections
+        self.tls_context = tls_context
+        self._connections: set[Session] = set()  # every open client connection, startup included
+        self._admitted: set[Session] = set()  # those counted against max_connections
+        self._by_pid: dict[int, Session] = {}
+        self._server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Start accepting; return the address actually bound (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientProtocol(self), host, port, reuse_address=True)
+        bound = self._server.sockets[0].getsockname()
+        return bound[0], bound[1]
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    def track(self, session: Session) -> None:
+        self._connections.add(session)
+
+    def admit(self, session: Session) -> bool:
+        """Count a session that sent its StartupMessage; refuse it past the limit (53300)."""
+        if len(self._admitted) >= self.max_connections:
+            log.warning("refused %s: %d connections already", session.peer, len(self._admitted))
+            return False
+        self._admitted.add(session)
+        return True
+
+    def issue_key(self, session: Session, protocol_minor: int) -> CancelKey:
+        key = new_proxy_key(protocol_minor, self._by_pid)
+        self._by_pid[key.pid] = session
+        return key
+
+    def forget(self, session: Session) -> None:
+        self._connections.discard(session)
+        self._admitted.discard(session)
+        key = session.proxy_key
+        if key is not None and self._by_pid.get(key.pid) is session:
+            del self._by_pid[key.pid]
+
+    def cancel(self, key: CancelKey) -> None:
+        session = self._by_pid.get(key.pid)
+        proxy_key = session.proxy_key if session is not None else None
+        if session is None or proxy_key is None or not proxy_key.matches(key):
+            log.info("cancel request with unknown key ignored")  # Postgres says nothing either
+            return
+        session.cancel()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let running statements finish for up to ``grace`` seconds, then close all."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._connections):
+            session.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connections and loop.time() < deadline:
+            await asyncio.sleep(SHUTDOWN_POLL)
+        for session in list(self._connections):
+            session.close_for_shutdown()
+        if self._server is not None:
+            await self._server.wait_closed()

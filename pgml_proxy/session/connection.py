@@ -1,0 +1,322 @@
+"""The asyncio glue of a session: moves bytes between two transports and wakes the state machines.
+
+Everything a session decides lives in :mod:`client_side`, :mod:`upstream_side` and :mod:`startup`; this
+module only reacts to transport events, so the protocol logic stays testable with byte fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from pgml_proxy.errors import (
+    AdminShutdown,
+    ConnectionFailure,
+    ProtocolViolation,
+    ProxyError,
+    TooManyConnections,
+)
+from pgml_proxy.session.client_side import ClientSide
+from pgml_proxy.session.flow import ReadGate
+from pgml_proxy.session.upstream_side import UpstreamSide
+from pgml_proxy.upstream import open_upstream, send_cancel
+from pgml_proxy.wire.cancel import CancelKey
+from pgml_proxy.wire.codes import TERMINATE
+from pgml_proxy.wire.error_response import error_response
+from pgml_proxy.wire.framing import message
+from pgml_proxy.wire.startup import (
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+    parse_startup_packet,
+)
+
+if TYPE_CHECKING:
+    from pgml_proxy.server import ProxyServer
+
+log = logging.getLogger("pgml_proxy.session")
+
+_TERMINATE = message(TERMINATE, b"")
+
+
+class Phase(enum.Enum):
+    STARTUP = "startup"  # reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage
+    CONNECTING = "connecting"  # StartupMessage read, upstream connection being opened
+    RELAY = "relay"  # authentication and everything after it, relayed in both directions
+    CLOSED = "closed"
+
+
+class Session:
+    """One client connection and its own upstream connection."""
+
+    def __init__(self, server: ProxyServer, client: asyncio.Transport) -> None:
+        self.server = server
+        self.client = client
+        self.client_gate = ReadGate(client)
+        self.phase = Phase.STARTUP
+        self.peer = client.get_extra_info("peername")
+        self._startup_buffer = bytearray()
+        self._tls_active = False
+        self.client_side = ClientSide()
+        self.upstream_side: UpstreamSide | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.upstream_gate: ReadGate | None = None
+        self.startup: StartupMessage | None = None
+        self.ready = False
+        self._draining = False
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the client sent that the upstream has not yet answered with ReadyForQuery."""
+        answered = self.upstream_side.ready_count if self.upstream_side else 0
+        return self.client_side.requests - answered
+
+    @property
+    def proxy_key(self) -> CancelKey | None:
+        return self.upstream_side.proxy_key if self.upstream_side else None
+
+    # -- client events -----------------------------------------------------------------------------
+
+    def client_data(self, data: bytes) -> None:
+        if self.phase is Phase.RELAY:
+            try:
+                out = self.client_side.feed(data)
+            except ProtocolViolation as error:
+                self.close(error)
+                return
+            if out:
+                self.upstream.write(out)  # type: ignore[union-attr]
+            if self.client_side.terminated:
+                self.close()
+        elif self.phase is Phase.STARTUP:
+            self._startup_buffer += data
+            self._read_startup_packets()
+        elif self.phase is Phase.CONNECTING:
+            # A client that pipelines before authenticating; replayed once the upstream is there.
+            self._startup_buffer += data
+
+    def client_lost(self, exc: Exception | None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        if self.client_side.mid_message:
+            log.info("client %s closed the connection in the middle of a message", self.peer)
+        self.close(client_gone=True)
+
+    def client_write_paused(self) -> None:
+        if self.upstream_gate is not None:
+            self.upstream_gate.pause("client is slow")
+
+    def client_write_resumed(self) -> None:
+        if self.upstream_gate is not None:
+            self.upstream_gate.resume("client is slow")
+
+    # -- upstream events ---------------------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        side = self.upstream_side
+        try:
+            out = side.feed(data)  # type: ignore[union-attr]
+        except ProtocolViolation as error:
+            log.error("upstream sent an invalid message: %s", error.message)
+            self.close(ConnectionFailure("upstream server sent an invalid message"))
+            return
+        if out:
+            self.client.write(out)
+        if side.authenticated and not self.ready:  # type: ignore[union-attr]
+            self.ready = True
+            self.client_side.authenticated()
+        if self._draining and self.in_flight == 0:
+            self.close_for_shutdown()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.upstream = None
+        if self.upstream_side is not None and self.upstream_side.closed_by_fatal:
+            self.close()  # the client already has the server's own FATAL error
+        else:
+            self.close(ConnectionFailure("server closed the connection unexpectedly"))
+
+    def upstream_write_paused(self) -> None:
+        self.client_gate.pause("upstream is slow")
+
+    def upstream_write_resumed(self) -> None:
+        self.client_gate.resume("upstream is slow")
+
+    # -- startup -----------------------------------------------------------------------------------
+
+    def _read_startup_packets(self) -> None:
+        while self.phase is Phase.STARTUP:
+            try:
+                packet, size = parse_startup_packet(self._startup_buffer)
+            except ProxyError as error:
+                self.close(error)
+                return
+            if packet is None:
+                return
+            del self._startup_buffer[:size]
+            if isinstance(packet, SSLRequest):
+                self._answer_ssl_request()
+            elif isinstance(packet, GSSENCRequest):
+                self.client.write(b"N")
+            elif isinstance(packet, CancelRequest):
+                self.server.cancel(packet.key)
+                self.close()
+            else:
+                self._begin(packet)
+
+    def _answer_ssl_request(self) -> None:
+        context = self.server.tls_context
+        if self._tls_active or self._startup_buffer:
+            # Bytes after an SSLRequest would be read as if encrypted: Postgres rejects it too.
+            self.close(ProtocolViolation("received unencrypted data after SSL request"))
+            return
+        if context is None:
+            self.client.write(b"N")
+            return
+        self.client.write(b"S")
+        self.client_gate.pause("tls handshake")
+        asyncio.get_running_loop().create_task(self._start_tls(context))
+
+    async def _start_tls(self, context: object) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.client, self.client.get_protocol(), context, server_side=True
+            )  # type: ignore[arg-type]
+        except (OSError, ConnectionError, asyncio.CancelledError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self.close(client_gone=True)
+            return
+        if transport is None:
+            self.close(client_gone=True)
+            return
+        self._tls_active = True
+        self.client = transport
+        self.client_gate = ReadGate(transport)
+
+    def _begin(self, startup: StartupMessage) -> None:
+        self.startup = startup
+        if not self.server.admit(self):
+            self.close(TooManyConnections("sorry, too many clients already"))
+            return
+        self.phase = Phase.CONNECTING
+        asyncio.get_running_loop().create_task(self._connect_upstream(startup))
+
+    async def _connect_upstream(self, startup: StartupMessage) -> None:
+        try:
+            transport, _ = await open_upstream(self.server.upstream, lambda: UpstreamProtocol(self))
+        except ProxyError as error:
+            log.warning("%s", error.message)
+            self.close(error)
+            return
+        if self.phase is Phase.CLOSED:
+            transport.close()
+            return
+        self.upstream = transport
+        self.upstream_gate = ReadGate(transport)
+        self.upstream_side = UpstreamSide(startup.minor, lambda minor: self.server.issue_key(self, minor))
+        self.phase = Phase.RELAY
+        transport.write(startup.raw)
+        if self._startup_buffer:
+            early = bytes(self._startup_buffer)
+            self._startup_buffer.clear()
+            self.client_data(early)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Finish at the next idle moment: running statements complete, then the session closes."""
+        if self.phase is not Phase.RELAY or self.in_flight == 0:
+            self.close_for_shutdown()
+        else:
+            self._draining = True
+
+    def close_for_shutdown(self) -> None:
+        self.close(AdminShutdown("terminating connection due to administrator command"))
+
+    def cancel(self) -> None:
+        """Cancel what the session is running upstream (and, later, its proxy-side work)."""
+        side = self.upstream_side
+        if side is None or side.upstream_key is None:
+            return
+        request = side.upstream_key.cancel_request()
+        task = asyncio.get_running_loop().create_task(send_cancel(self.server.upstream, request))
+        task.add_done_callback(_log_cancel_failure)
+
+    def close(self, error: ProxyError | None = None, *, client_gone: bool = False) -> None:
+        """End the session: tell the client why (if it can still hear), release the upstream."""
+        if self.phase is Phase.CLOSED:
+            return
+        busy = self.phase is Phase.RELAY and self.in_flight > 0
+        self.phase = Phase.CLOSED
+        if error is not None and not client_gone and not self.client.is_closing():
+            self.client.write(error_response(error))
+        self.client.close()
+        if self.upstream is not None:
+            if busy:
+                # Closing the socket alone would leave the statement running until it next writes.
+                self.cancel()
+            elif not self.upstream.is_closing():
+                self.upstream.write(_TERMINATE)
+            self.upstream.close()
+        self.server.forget(self)
+
+
+def _log_cancel_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not forward cancel request upstream: %s", task.exception())
+
+
+class ClientProtocol(asyncio.Protocol):
+    """Transport callbacks of a client connection, handed to its session."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.session: Session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session = Session(self.server, transport)  # type: ignore[arg-type]
+        self.server.track(self.session)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.client_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.client_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.client_write_paused()
+
+    def resume_writing(self) -> None:
+        self.session.client_write_resumed()
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """Transport callbacks of a session's upstream connection."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.upstream_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        self.session.upstream_write_resumed()

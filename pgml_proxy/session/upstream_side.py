@@ -1,0 +1,107 @@
+"""The upstream's half of a session: what the server sends, framed and tracked, with no I/O.
+
+During startup it makes the proxy's only edits to relayed traffic: the upstream's BackendKeyData is kept
+and replaced by a key the proxy issued, and SCRAM-SHA-256-PLUS is dropped from the SASL offer. Once the
+session is ready, complete messages pass through untouched while ReadyForQuery, ParameterStatus and
+ErrorResponse are read on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pgml_proxy.wire import auth, codes
+from pgml_proxy.wire.cancel import CancelKey, parse_backend_key_data
+from pgml_proxy.wire.error_response import is_fatal
+from pgml_proxy.wire.framing import MessageScanner
+from pgml_proxy.wire.status import IDLE, negotiated_minor, parameter_status
+
+_READY_WATCHED = frozenset((codes.READY_FOR_QUERY, codes.PARAMETER_STATUS, codes.ERROR_RESPONSE))
+_STARTUP_WATCHED = _READY_WATCHED | {
+    codes.AUTHENTICATION,
+    codes.BACKEND_KEY_DATA,
+    codes.NEGOTIATE_PROTOCOL_VERSION,
+}
+
+IssueKey = Callable[[int], CancelKey]
+"""Given the negotiated protocol minor version, hand out a cancel key for the client."""
+
+
+class UpstreamSide:
+    __slots__ = (
+        "_issue_key",
+        "_scanner",
+        "authenticated",
+        "closed_by_fatal",
+        "parameters",
+        "protocol_minor",
+        "proxy_key",
+        "ready_count",
+        "transaction_status",
+        "upstream_key",
+    )
+
+    def __init__(self, requested_minor: int, issue_key: IssueKey) -> None:
+        self._scanner = MessageScanner(_STARTUP_WATCHED)
+        self._issue_key = issue_key
+        self.protocol_minor = requested_minor
+        self.authenticated = False
+        self.ready_count = 0
+        self.transaction_status = IDLE
+        self.parameters: dict[str, str] = {}
+        self.upstream_key: CancelKey | None = None
+        self.proxy_key: CancelKey | None = None
+        self.closed_by_fatal = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the upstream; return those to send to the client."""
+        chunk, frames = self._scanner.feed(data)
+        if not frames:
+            return chunk
+        if self.ready_count:
+            for kind, start, end in frames:
+                self._track(kind, chunk, start, end)
+            return chunk
+        return self._startup(chunk, frames)
+
+    def _track(self, kind: int, chunk: bytes, start: int, end: int) -> None:
+        if kind == codes.READY_FOR_QUERY:
+            self.ready_count += 1
+            self.transaction_status = chunk[start]
+        elif kind == codes.PARAMETER_STATUS:
+            name, value = parameter_status(chunk[start:end])
+            self.parameters[name] = value
+        elif is_fatal(chunk[start:end]):
+            self.closed_by_fatal = True
+
+    def _startup(self, chunk: bytes, frames: list[tuple[int, int, int]]) -> bytes:
+        """Relay the startup phase, swapping in the proxy's cancel key and removing channel binding."""
+        out: list[bytes] = []
+        pos = 0
+        for kind, start, end in frames:
+            body = chunk[start:end]
+            replacement: bytes | None = None
+            if kind == codes.AUTHENTICATION:
+                code = auth.auth_code(body)
+                if code == auth.AUTH_SASL:
+                    replacement = auth.without_channel_binding(body)
+                elif code == auth.AUTH_OK:
+                    self.authenticated = True
+            elif kind == codes.NEGOTIATE_PROTOCOL_VERSION:
+                self.protocol_minor = negotiated_minor(body)
+            elif kind == codes.BACKEND_KEY_DATA:
+                self.upstream_key = parse_backend_key_data(body)
+                self.proxy_key = self._issue_key(self.protocol_minor)
+                replacement = self.proxy_key.backend_key_data()
+            else:
+                self._track(kind, chunk, start, end)
+            if replacement is not None:
+                out.append(chunk[pos : start - 5])
+                out.append(replacement)
+                pos = end
+        if self.ready_count:
+            self._scanner.watched = _READY_WATCHED
+        if not out:
+            return chunk
+        out.append(chunk[pos:])
+        return b"".join(out)
