@@ -62,13 +62,14 @@ StartupPacket = SSLRequest | GSSENCRequest | CancelRequest | StartupMessage
 
 def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupPacket | None, int]:
     """Decode the packet at the start of ``buf``; return it and its size, or (None, 0) if incomplete."""
-    if len(buf) < 8:
+    if len(buf) < 4:
         return None, 0
-    length, code = _HEAD.unpack_from(buf, 0)
+    (length,) = struct.unpack_from("!I", buf, 0)
     if length < 8 or length > MAX_STARTUP_LENGTH:
         raise ProtocolViolation(f"invalid length of startup packet: {length}")
     if len(buf) < length:
         return None, 0
+    code = _HEAD.unpack_from(buf, 0)[1]
     body = bytes(buf[8:length])
     if code == SSL_REQUEST_CODE:
         return SSLRequest(), length

@@ -1,0 +1,94 @@
+"""The command line: settings precedence, help, and ``pgml-proxy`` with an embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgml_proxy.config import OPTIONS, Settings, load_settings
+from tests.support.servers import run_psql, start_proxy
+
+
+def test_settings_precedence_is_flags_then_env_then_file_then_defaults(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        'listen = "0.0.0.0:7000"\nmax_connections = 7\nlog_level = "debug"\n[tls]\ncert = "/c.pem"\n'
+    )
+    env = {
+        "PGML_PROXY_MAX_CONNECTIONS": "8",
+        "PGML_PROXY_LOG_LEVEL": "warning",
+        "PGML_PROXY_TLS__KEY": "/k.pem",
+    }
+    settings = load_settings({"config": config, "log_level": "error"}, env)
+    assert settings.listen == "0.0.0.0:7000"  # file
+    assert settings.max_connections == 8  # env beats file
+    assert settings.log_level == "error"  # flag beats env
+    assert settings.tls_cert == Path("/c.pem")  # nested table
+    assert settings.tls_key == Path("/k.pem")  # group joined by __
+    assert settings.shutdown_grace == Settings().shutdown_grace  # default
+
+
+def test_config_file_named_by_environment(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text("max_connections = 3\n")
+    assert load_settings({}, {"PGML_PROXY_CONFIG": str(config)}).max_connections == 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {"PGML_PROXY_MAX_CONNECTIONS": "many"}, "invalid value 'many' for max_connections"),
+        ({"config": Path("/no/such/file.toml")}, {}, "cannot read configuration file"),
+    ],
+)
+def test_bad_settings_are_reported(flags, env, message):
+    with pytest.raises(ValueError, match=message):
+        load_settings(flags, env)
+
+
+def test_listen_address_parsing():
+    assert Settings(listen="[::1]:6432").listen_address == ("::1", 6432)
+    assert Settings(listen=":6000").listen_address == ("127.0.0.1", 6000)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        _ = Settings(listen="localhost").listen_address
+
+
+def test_help_documents_every_flag_and_its_environment_variable():
+    done = subprocess.run(
+        [sys.executable, "-m", "pgml_proxy", "--help"], capture_output=True, text=True, check=True
+    )
+    serve = subprocess.run(
+        [sys.executable, "-m", "pgml_proxy", "serve", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "serve" in done.stdout
+    for option in OPTIONS:
+        assert option.flag in serve.stdout
+        assert option.env in serve.stdout.replace("\n", " ").replace("  ", "")
+
+
+def test_invalid_flag_value_exits_with_usage_error():
+    done = subprocess.run(
+        [sys.executable, "-m", "pgml_proxy", "--listen", "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "HOST:PORT" in done.stderr
+
+
+def test_without_upstream_it_runs_an_embedded_postgres(tmp_path):
+    proxy = start_proxy(None, "--data-dir", str(tmp_path / "data"))
+    try:
+        assert proxy.dsn == f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        done = run_psql(proxy.dsn, "-Atc", "create extension if not exists vector; select '[1,2]'::vector")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("[1,2]")
+        assert (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+    finally:
+        assert proxy.stop(signal.SIGINT) == 0
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()  # stopped with the proxy
