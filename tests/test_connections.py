@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 
@@ -14,6 +13,7 @@ from pgml_proxy.wire.startup import startup_message
 from tests.support.faults import FaultRelay
 from tests.support.raw import RawClient, data_rows, errors
 from tests.support.servers import PASSWORD, wait_until
+from tests.support.tls import self_signed
 
 
 def sqlstate_of(exc: psycopg.Error) -> str | None:
@@ -48,14 +48,7 @@ def test_wrong_password_gets_upstream_28P01(proxy, user):
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_from_client_to_proxy(proxy_factory, certificate):
