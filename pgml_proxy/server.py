@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from pgml_proxy.session.connection import ClientProtocol, Session
 from pgml_proxy.upstream import UpstreamTarget
@@ -18,6 +19,7 @@ from pgml_proxy.wire.cancel import CancelKey, new_proxy_key
 log = logging.getLogger("pgml_proxy.server")
 
 SHUTDOWN_POLL: Final = 0.05
+BACKGROUND_GRACE: Final = 5.0
 
 
 class ProxyServer:
@@ -35,6 +37,7 @@ class ProxyServer:
         self._admitted: set[Session] = set()  # those counted against max_connections
         self._by_pid: dict[int, Session] = {}
         self._server: asyncio.Server | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Start accepting; return the address actually bound (port 0 picks a free one)."""
@@ -76,9 +79,16 @@ class ProxyServer:
             return
         session.cancel()
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
+    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run work that outlives the session asking for it (a cancel), and finish it before exiting."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(lambda done: self._finished(done, what))
+
+    def _finished(self, task: asyncio.Task[Any], what: str) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s failed: %s", what, task.exception())
 
     # -- shutdown ----------------------------------------------------------------------------------
 
@@ -93,6 +103,8 @@ class ProxyServer:
         while self._connections and loop.time() < deadline:
             await asyncio.sleep(SHUTDOWN_POLL)
         for session in list(self._connections):
-            session.close_for_shutdown()
+            session.close_for_shutdown()  # a busy one cancels its statement upstream
+        if self._background:
+            await asyncio.wait(self._background, timeout=BACKGROUND_GRACE)
         if self._server is not None:
             await self._server.wait_closed()

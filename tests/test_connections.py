@@ -213,3 +213,22 @@ def test_sigterm_lets_running_statement_finish_then_exits(proxy_factory):
     assert stopping.process.wait(10) == 0
     busy.close()
     idle.close()
+
+
+def test_statement_outliving_shutdown_grace_is_cancelled_upstream(proxy_factory, upstream):
+    stopping = proxy_factory("--shutdown-grace", "0.5")
+    client = RawClient(stopping.host, stopping.port)
+    client.startup(application_name="outlives-grace")
+    client.send_query("select pg_sleep(30)")
+    with psycopg.connect(upstream.url(), autocommit=True) as direct:
+
+        def sleeping() -> int:
+            query = "select count(*) from pg_stat_activity where application_name = 'outlives-grace'"
+            return direct.execute(query).fetchone()[0]
+
+        assert wait_until(lambda: sleeping() == 1)
+        stopping.process.send_signal(signal.SIGTERM)
+        assert stopping.process.wait(10) == 0
+        [error] = errors(client.read_until_closed())
+        assert error["C"] == "57P01"
+        assert wait_until(lambda: sleeping() == 0, timeout=5)

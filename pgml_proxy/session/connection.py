@@ -245,9 +245,7 @@ class Session:
         side = self.upstream_side
         if side is None or side.upstream_key is None:
             return
-        request = side.upstream_key.cancel_request()
-        task = asyncio.get_running_loop().create_task(send_cancel(self.server.upstream, request))
-        task.add_done_callback(_log_cancel_failure)
+        self.server.spawn(send_cancel(self.server.upstream, side.upstream_key.cancel_request()), "cancel")
 
     def close(self, error: ProxyError | None = None, *, client_gone: bool = False) -> None:
         """End the session: tell the client why (if it can still hear), release the upstream."""
@@ -266,11 +264,6 @@ class Session:
                 self.upstream.write(_TERMINATE)
             self.upstream.close()
         self.server.forget(self)
-
-
-def _log_cancel_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not forward cancel request upstream: %s", task.exception())
 
 
 class ClientProtocol(asyncio.Protocol):
