@@ -43,12 +43,14 @@ MODES = ("simple", "extended")
 TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
 FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     url: str
+    pid: int | None = None  # the middleman's process, whose CPU time per transaction is reported
 
 
 class BenchmarkError(RuntimeError):
@@ -96,10 +98,10 @@ def embedded_postgres(folder: Path) -> Iterator[EmbeddedPostgres]:
 
 
 @contextlib.contextmanager
-def pgml_proxy(upstream_dsn: str) -> Iterator[str]:
+def pgml_proxy(upstream_dsn: str) -> Iterator[tuple[str, int]]:
     process = start_proxy(upstream_dsn)
     try:
-        yield process.url()
+        yield process.url(), process.process.pid
     finally:
         process.stop()
 
@@ -125,7 +127,7 @@ log_disconnections = 0
 
 
 @contextlib.contextmanager
-def pgbouncer(binary: str, folder: Path, upstream: str) -> Iterator[str]:
+def pgbouncer(binary: str, folder: Path, upstream: str) -> Iterator[tuple[str, int]]:
     """PgBouncer in session mode on a free port; as root it runs as the embedded server's user."""
     folder.mkdir()
     port = free_port()
@@ -159,7 +161,7 @@ def pgbouncer(binary: str, folder: Path, upstream: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise BenchmarkError(f"pgbouncer did not accept connections:\n{probe.stderr}")
             time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)  # immediate shutdown
@@ -196,14 +198,26 @@ def run_pgbench(url: str, *args: str, seconds: int) -> str:
     return done.stdout
 
 
-def throughput(url: str, mode: str, clients: int, jobs: int, seconds: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(
+    target: Target, mode: str, clients: int, jobs: int, seconds: int
+) -> tuple[float, float | None]:
+    """Transactions per second, and the middleman's CPU microseconds per transaction (None for direct)."""
+    before = cpu_seconds(target.pid) if target.pid else 0.0
     out = run_pgbench(
-        url, "-S", "-M", mode, "-c", str(clients), "-j", str(min(jobs, clients)), seconds=seconds
+        target.url, "-S", "-M", mode, "-c", str(clients), "-j", str(min(jobs, clients)), seconds=seconds
     )
-    match = TPS.search(out)
-    if match is None:
+    used = cpu_seconds(target.pid) - before if target.pid else None
+    match, processed = TPS.search(out), PROCESSED.search(out)
+    if match is None or processed is None:
         raise BenchmarkError(f"no tps in pgbench output:\n{out}")
-    return float(match.group(1))
+    per_transaction = used * 1e6 / int(processed.group(1)) if used is not None else None
+    return float(match.group(1)), per_transaction
 
 
 def latency(url: str, seconds: int) -> float:
@@ -259,6 +273,12 @@ def report(results: dict, targets: list[str]) -> str:
             f"{fmt(lat[name]['median'], '11.3f')} "
             f"{fmt(ratio(lat[name]['median'], lat['direct']['median']), '10.2f')}"
         )
+    cpu = results["cpu_us_per_transaction"]
+    if cpu:
+        lines += ["", "CPU time of the middleman per transaction (median, microseconds; lower is better):"]
+        for name, by_mode in cpu.items():
+            shown = ", ".join(f"{mode} {by_mode[mode]['median']:.1f}" for mode in MODES)
+            lines.append(f"  {name:<10} {shown}")
     return "\n".join(lines)
 
 
@@ -293,13 +313,11 @@ def main() -> int:
             bouncer_upstream = f"host=127.0.0.1 port={server.port} user={SUPERUSER}"
         targets = [
             Target("direct", direct_url),
-            Target("proxy", stack.enter_context(pgml_proxy(upstream_dsn))),
+            Target("proxy", *stack.enter_context(pgml_proxy(upstream_dsn))),
         ]
         if bouncer_binary is not None:
-            bouncer_url = stack.enter_context(
-                pgbouncer(bouncer_binary, folder / "pgbouncer", bouncer_upstream)
-            )
-            targets.append(Target("pgbouncer", bouncer_url))
+            bouncer = stack.enter_context(pgbouncer(bouncer_binary, folder / "pgbouncer", bouncer_upstream))
+            targets.append(Target("pgbouncer", *bouncer))
 
         print("initializing pgbench (scale 1) directly", flush=True)
         init = subprocess.run(
@@ -311,13 +329,22 @@ def main() -> int:
             psql(target.url, "select count(*) from pgbench_branches")  # every target answers before timing
 
         tps: dict[str, dict[str, list[float]]] = {t.name: {mode: [] for mode in MODES} for t in targets}
+        cpu: dict[str, dict[str, list[float]]] = {
+            t.name: {mode: [] for mode in MODES} for t in targets if t.pid
+        }
         lat: dict[str, list[float]] = {t.name: [] for t in targets}
         for round_no in range(1, args.rounds + 1):
             for mode in MODES:
                 for target in targets:
-                    value = throughput(target.url, mode, args.clients, args.jobs, args.seconds)
+                    value, cpu_us = throughput(target, mode, args.clients, args.jobs, args.seconds)
                     tps[target.name][mode].append(value)
-                    print(f"round {round_no} {mode:<8} {target.name:<10} {value:10.0f} tps", flush=True)
+                    shown = ""
+                    if cpu_us is not None:
+                        cpu[target.name][mode].append(cpu_us)
+                        shown = f"  ({cpu_us:.1f} us CPU per transaction in {target.name})"
+                    print(
+                        f"round {round_no} {mode:<8} {target.name:<10} {value:10.0f} tps{shown}", flush=True
+                    )
             for target in targets:
                 value = latency(target.url, args.seconds)
                 lat[target.name].append(value)
@@ -348,6 +375,10 @@ def main() -> int:
             for name, by_mode in tps.items()
         },
         "latency_ms": {name: {"runs": runs, "median": statistics.median(runs)} for name, runs in lat.items()},
+        "cpu_us_per_transaction": {
+            name: {mode: {"runs": runs, "median": statistics.median(runs)} for mode, runs in by_mode.items()}
+            for name, by_mode in cpu.items()
+        },
     }
     direct = results["tps"]["direct"]
     results["ratios"] = {
