@@ -127,7 +127,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.envi
         if value is None and option.env in environ:
             value = environ[option.env]
         if value is None:
-            value = scope.get(option.key)
+            value = scope.get(option.key, table.get(option.name))  # [tls] cert, or tls_cert at top level
         if value is not None:
             values[option.name] = _convert(option, value)
     return dataclasses.replace(Settings(), **values)

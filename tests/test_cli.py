@@ -32,6 +32,12 @@ def test_settings_precedence_is_flags_then_env_then_file_then_defaults(tmp_path)
     assert settings.shutdown_grace == Settings().shutdown_grace  # default
 
 
+def test_grouped_key_may_also_be_written_flat(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text('tls_cert = "/flat.pem"\n')
+    assert load_settings({"config": config}, {}).tls_cert == Path("/flat.pem")
+
+
 def test_config_file_named_by_environment(tmp_path):
     config = tmp_path / "proxy.toml"
     config.write_text("max_connections = 3\n")

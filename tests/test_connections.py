@@ -65,6 +65,17 @@ def test_tls_from_client_to_proxy(proxy_factory, certificate):
         assert not conn.pgconn.ssl_in_use
 
 
+def test_cancel_over_tls_reaches_the_session(proxy_factory, certificate):
+    cert, key = certificate
+    tls_proxy = proxy_factory("--tls-cert", str(cert), "--tls-key", str(key))
+    with psycopg.connect(tls_proxy.url(sslmode="require"), autocommit=True) as conn:
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("select pg_sleep(30)")
+        assert conn.execute("select 'usable'").fetchone() == ("usable",)
+
+
 def test_tls_required_by_client_but_not_configured_is_refused(proxy):
     with pytest.raises(psycopg.OperationalError, match="SSL"):
         psycopg.connect(proxy.url(sslmode="require"))
