@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING
+import ssl
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from pgml_proxy.errors import (
     AdminShutdown,
@@ -64,9 +66,9 @@ class Session:
         self.upstream_side: UpstreamSide | None = None
         self.upstream: asyncio.Transport | None = None
         self.upstream_gate: ReadGate | None = None
-        self.startup: StartupMessage | None = None
         self.ready = False
         self._draining = False
+        self._step: asyncio.Task[None] | None = None  # TLS handshake or upstream connect in progress
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -181,14 +183,18 @@ class Session:
             return
         self.client.write(b"S")
         self.client_gate.pause("tls handshake")
-        asyncio.get_running_loop().create_task(self._start_tls(context))
+        self._run_step(self._start_tls(context))
 
-    async def _start_tls(self, context: object) -> None:
+    def _run_step(self, step: Coroutine[Any, Any, None]) -> None:
+        """Startup steps that wait on I/O; the session holds the task so it is not collected midway."""
+        self._step = asyncio.get_running_loop().create_task(step)
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport = await loop.start_tls(
                 self.client, self.client.get_protocol(), context, server_side=True
-            )  # type: ignore[arg-type]
+            )
         except (OSError, ConnectionError, asyncio.CancelledError) as exc:
             log.info("TLS handshake with %s failed: %s", self.peer, exc)
             self.close(client_gone=True)
@@ -201,12 +207,11 @@ class Session:
         self.client_gate = ReadGate(transport)
 
     def _begin(self, startup: StartupMessage) -> None:
-        self.startup = startup
         if not self.server.admit(self):
             self.close(TooManyConnections("sorry, too many clients already"))
             return
         self.phase = Phase.CONNECTING
-        asyncio.get_running_loop().create_task(self._connect_upstream(startup))
+        self._run_step(self._connect_upstream(startup))
 
     async def _connect_upstream(self, startup: StartupMessage) -> None:
         try:
@@ -222,6 +227,7 @@ class Session:
         self.upstream_gate = ReadGate(transport)
         self.upstream_side = UpstreamSide(startup.minor, lambda minor: self.server.issue_key(self, minor))
         self.phase = Phase.RELAY
+        log.debug("session %s user=%s database=%s relaying", self.peer, startup.user, startup.database)
         transport.write(startup.raw)
         if self._startup_buffer:
             early = bytes(self._startup_buffer)
@@ -253,6 +259,7 @@ class Session:
             return
         busy = self.phase is Phase.RELAY and self.in_flight > 0
         self.phase = Phase.CLOSED
+        log.debug("session %s closed: %s", self.peer, error.message if error else "normally")
         if error is not None and not client_gone and not self.client.is_closing():
             self.client.write(error_response(error))
         self.client.close()
