@@ -12,7 +12,7 @@ import pytest
 from pgml_proxy.wire.startup import startup_message
 from tests.support.faults import FaultRelay
 from tests.support.raw import RawClient, data_rows, errors
-from tests.support.servers import PASSWORD, wait_until
+from tests.support.servers import PASSWORD, backends_named, wait_until
 from tests.support.tls import self_signed
 
 
@@ -181,15 +181,10 @@ def test_client_gone_cancels_its_upstream_statement(proxy, upstream):
     client.startup(application_name="vanishing-client")
     client.send_query("select pg_sleep(30)")
     with psycopg.connect(upstream.url(), autocommit=True) as direct:
-
-        def sleeping() -> int:
-            query = "select count(*) from pg_stat_activity where application_name = 'vanishing-client'"
-            return direct.execute(query).fetchone()[0]
-
-        assert wait_until(lambda: sleeping() == 1)
+        assert wait_until(lambda: backends_named(direct, "vanishing-client") == 1)
         client.sock.close()
         started = time.monotonic()
-        assert wait_until(lambda: sleeping() == 0, timeout=10)
+        assert wait_until(lambda: backends_named(direct, "vanishing-client") == 0, timeout=10)
         assert time.monotonic() - started < 5
 
 
@@ -232,14 +227,9 @@ def test_statement_outliving_shutdown_grace_is_cancelled_upstream(proxy_factory,
     client.startup(application_name="outlives-grace")
     client.send_query("select pg_sleep(30)")
     with psycopg.connect(upstream.url(), autocommit=True) as direct:
-
-        def sleeping() -> int:
-            query = "select count(*) from pg_stat_activity where application_name = 'outlives-grace'"
-            return direct.execute(query).fetchone()[0]
-
-        assert wait_until(lambda: sleeping() == 1)
+        assert wait_until(lambda: backends_named(direct, "outlives-grace") == 1)
         stopping.process.send_signal(signal.SIGTERM)
         assert stopping.process.wait(10) == 0
         [error] = errors(client.read_until_closed())
         assert error["C"] == "57P01"
-        assert wait_until(lambda: sleeping() == 0, timeout=5)
+        assert wait_until(lambda: backends_named(direct, "outlives-grace") == 0, timeout=5)

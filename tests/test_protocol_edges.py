@@ -13,7 +13,7 @@ import pytest
 from pgml_proxy.wire.cancel import CancelKey
 from pgml_proxy.wire.startup import GSSENC_REQUEST, SSL_REQUEST
 from tests.support.raw import RawClient, data_rows, errors, send_cancel
-from tests.support.servers import ProxyProcess, wait_until
+from tests.support.servers import ProxyProcess, backends_named, wait_until
 
 
 class HealthySession:
@@ -105,14 +105,7 @@ def test_client_closing_mid_message_leaves_other_sessions_running(proxy, healthy
     client.close()
     time.sleep(0.3)
     with psycopg.connect(upstream.url(), autocommit=True) as direct:
-
-        def upstream_gone() -> bool:
-            rows = direct.execute(
-                "select count(*) from pg_stat_activity where application_name = 'mid-message'"
-            )
-            return rows.fetchone() == (0,)
-
-        assert wait_until(upstream_gone)
+        assert wait_until(lambda: backends_named(direct, "mid-message") == 0)
 
 
 def test_ssl_request_without_tls_configured_is_answered_n(proxy):

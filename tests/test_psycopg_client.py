@@ -85,21 +85,14 @@ def check_sample_row(row: tuple[Any, ...]) -> None:
     assert row[13] != row[13]  # NaN
 
 
-def test_text_results_of_many_types_come_back_as_python_values(conn: psycopg.Connection[Any]) -> None:
-    with conn.cursor() as cur:
+@pytest.mark.parametrize("result_format", [Format.TEXT, Format.BINARY], ids=["text", "binary"])
+def test_results_of_many_types_come_back_as_python_values(
+    conn: psycopg.Connection[Any], result_format: Format
+) -> None:
+    with conn.cursor(binary=result_format == Format.BINARY) as cur:
         cur.execute(SAMPLE_QUERY, SAMPLE_PARAMS)
         assert cur.pgresult is not None
-        assert all(cur.pgresult.fformat(i) == Format.TEXT for i in range(cur.pgresult.nfields))
-        row = cur.fetchone()
-    assert row is not None
-    check_sample_row(row)
-
-
-def test_binary_results_of_many_types_come_back_as_python_values(conn: psycopg.Connection[Any]) -> None:
-    with conn.cursor(binary=True) as cur:
-        cur.execute(SAMPLE_QUERY, SAMPLE_PARAMS)
-        assert cur.pgresult is not None
-        assert all(cur.pgresult.fformat(i) == Format.BINARY for i in range(cur.pgresult.nfields))
+        assert all(cur.pgresult.fformat(i) == result_format for i in range(cur.pgresult.nfields))
         row = cur.fetchone()
     assert row is not None
     check_sample_row(row)

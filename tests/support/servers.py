@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pgml_proxy.embedded import BIN_DIR
 
@@ -135,6 +136,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
             return True
         time.sleep(interval)
     return predicate()
+
+
+def backends_named(direct: Any, application_name: str) -> int:
+    """How many upstream backends a direct psycopg connection sees for ``application_name``."""
+    query = "select count(*) from pg_stat_activity where application_name = %s"
+    return direct.execute(query, (application_name,)).fetchone()[0]
 
 
 def pgbench(url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
