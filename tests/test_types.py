@@ -1,0 +1,130 @@
+"""Result encoders against the real server: it parses our binary, and its text must equal ours."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+
+import numpy as np
+import psycopg
+import pytest
+
+from pgml_proxy.wire.types import (
+    BINARY_FORMAT,
+    BOOL,
+    FLOAT4,
+    FLOAT4_ARRAY,
+    FLOAT8,
+    INT8,
+    JSONB,
+    RECORD,
+    TEXT,
+    TEXT_FORMAT,
+    VOID,
+    PgType,
+)
+
+rng = random.Random(7)
+FLOATS = [
+    0.0, -0.0, 0.1, -1.5, 1e-5, 1.234e-5, 0.0001, 999999.0, 1e6, 9999999.0, 123456789.0, 1e15, 1e16, 1e-45,
+    3.4028235e38, 1.17549435e-38, 12345.678, math.nan, math.inf, -math.inf,
+    *(rng.uniform(-1, 1) for _ in range(50)), *(rng.uniform(-1e30, 1e30) for _ in range(20)),
+    *(np.float32(rng.uniform(-1, 1)) * 10.0 ** rng.randint(-40, 38) for _ in range(50)),
+]  # fmt: skip
+JSON_VALUES = [
+    {"bb": 1, "a": [1e-5, 1.5e20, 2.0, -0.5], "c": 'x\u0001é\n\t"\\', "": None, "z": True, "y": False},
+    [{"label": "POSITIVE", "score": 0.9998}, {"label": "NEGATIVE", "score": 1.2e-4}],
+    "plain string",
+    42,
+    [],
+    {},
+    {"nested": {"b": [1, 2, {"aa": 1, "b": 2}], "a": "ü😀"}},
+]
+
+
+@pytest.fixture(scope="module")
+def server(upstream):
+    with psycopg.connect(upstream.url(), autocommit=True) as conn:
+        conn.execute("set extra_float_digits = 1")
+        yield conn.pgconn
+
+
+def roundtrip(pgconn, pg_type: PgType, value) -> tuple[bytes, bytes]:
+    """Send our binary encoding as a typed parameter; return the server's text and binary for it."""
+    ours = pg_type.encode(value, BINARY_FORMAT)
+    text = pgconn.exec_params(b"select $1", [ours], [pg_type.oid], [1], 0).get_value(0, 0)
+    binary = pgconn.exec_params(b"select $1", [ours], [pg_type.oid], [1], 1).get_value(0, 0)
+    return text, binary
+
+
+@pytest.mark.parametrize("pg_type", [FLOAT4, FLOAT8], ids=["float4", "float8"])
+def test_float_text_and_binary_match_the_server(server, pg_type):
+    for value in FLOATS:
+        text, binary = roundtrip(server, pg_type, float(value))
+        assert pg_type.encode(float(value), TEXT_FORMAT) == text, value
+        assert pg_type.encode(float(value), BINARY_FORMAT) == binary, value
+
+
+def test_real_array_matches_the_server(server):
+    for values in ([0.1, -2.5, 1e-7, None, 3.0], [], [float(v) for v in FLOATS[:40]], [None]):
+        text, binary = roundtrip(server, FLOAT4_ARRAY, values)
+        assert FLOAT4_ARRAY.encode(values, TEXT_FORMAT) == text
+        assert FLOAT4_ARRAY.encode(values, BINARY_FORMAT) == binary
+
+
+@pytest.mark.parametrize(
+    ("pg_type", "values"),
+    [
+        (BOOL, [True, False]),
+        (INT8, [0, -1, 2**63 - 1, -(2**63)]),
+        (TEXT, ["", "plain", "ünïcødé 😀", "line\nbreak", "quote ' and \" \\"]),
+    ],
+    ids=["bool", "int8", "text"],
+)
+def test_scalars_match_the_server(server, pg_type, values):
+    for value in values:
+        text, binary = roundtrip(server, pg_type, value)
+        assert pg_type.encode(value, TEXT_FORMAT) == text
+        assert pg_type.encode(value, BINARY_FORMAT) == binary
+
+
+def test_jsonb_is_canonical_like_the_server(server):
+    for value in JSON_VALUES:
+        text, binary = roundtrip(server, JSONB, value)
+        assert JSONB.encode(value, TEXT_FORMAT) == text, value
+        assert JSONB.encode(value, BINARY_FORMAT) == binary
+
+
+def test_jsonb_refuses_values_json_cannot_hold():
+    with pytest.raises(ValueError):
+        JSONB.encode({"score": math.nan}, TEXT_FORMAT)
+
+
+def test_record_matches_the_server(server):
+    fields = [
+        (TEXT, "a b"),
+        (TEXT, None),
+        (TEXT, ""),
+        (TEXT, 'x"y\\z'),
+        (INT8, 1),
+        (FLOAT8, 0.5),
+        (BOOL, True),
+    ]
+    sql = b"select row('a b'::text, null::text, ''::text, 'x\"y\\z'::text, 1::int8, 0.5::float8, true)"
+    assert RECORD.encode(fields, TEXT_FORMAT) == server.exec_params(sql, [], [], [], 0).get_value(0, 0)
+    assert RECORD.encode(fields, BINARY_FORMAT) == server.exec_params(sql, [], [], [], 1).get_value(0, 0)
+    chunk = [(INT8, 1), (TEXT, 'First (chunk), with "quotes"')]
+    sql = b"select row(1::int8, 'First (chunk), with \"quotes\"'::text)"
+    assert RECORD.encode(chunk, TEXT_FORMAT) == server.exec_params(sql, [], [], [], 0).get_value(0, 0)
+
+
+def test_null_is_none_in_every_type():
+    for pg_type in (BOOL, INT8, FLOAT4, FLOAT8, TEXT, JSONB, FLOAT4_ARRAY, RECORD):
+        assert pg_type.encode(None, TEXT_FORMAT) is None
+        assert pg_type.encode(None, BINARY_FORMAT) is None
+
+
+def test_void_is_empty():
+    assert VOID.encode("", TEXT_FORMAT) == b""
+    assert struct.calcsize("!i") == VOID.size
