@@ -46,3 +46,31 @@ class AdminShutdown(FatalError):
 
 class UnsupportedProtocol(FatalError):
     sqlstate = "0A000"
+
+
+class FeatureNotSupported(ProxyError):
+    sqlstate = "0A000"
+
+
+class QueryCanceled(ProxyError):
+    sqlstate = "57014"
+
+
+class InvalidParameterValue(ProxyError):
+    sqlstate = "22023"
+
+
+class UndefinedFunction(ProxyError):
+    sqlstate = "42883"
+
+
+class AmbiguousFunction(ProxyError):
+    sqlstate = "42725"
+
+
+class UndefinedObject(ProxyError):
+    sqlstate = "42704"
+
+
+class InternalError(ProxyError):
+    sqlstate = "XX000"

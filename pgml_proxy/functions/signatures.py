@@ -1,0 +1,195 @@
+"""Signatures and overload resolution, following Postgres's rules closely enough for the pgml API.
+
+Postgres picks an overload by argument count (named arguments and defaults included), then by whether
+each argument's type coerces implicitly to the parameter's, then, for untyped literals, by preferring
+string-category parameters. The same steps here give the same choice for every call in the contract,
+e.g. ``pgml.embed('m', 'hi')`` takes the ``text`` overload and ``pgml.embed('m', ARRAY['a'])`` the
+``text[]`` one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pgml_proxy.errors import AmbiguousFunction, UndefinedFunction
+from pgml_proxy.wire.types import PgType
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final = _Required()
+UNKNOWN: Final = "unknown"
+"""The type of an untyped literal such as ``'hi'``: it coerces to anything."""
+
+_IMPLICIT: Final = frozenset(
+    {
+        ("character varying", "text"),
+        ("character", "text"),
+        ("name", "text"),
+        ("smallint", "integer"),
+        ("smallint", "bigint"),
+        ("integer", "bigint"),
+        ("smallint", "real"),
+        ("integer", "real"),
+        ("bigint", "real"),
+        ("numeric", "real"),
+        ("smallint", "double precision"),
+        ("integer", "double precision"),
+        ("bigint", "double precision"),
+        ("numeric", "double precision"),
+        ("real", "double precision"),
+        ("json", "jsonb"),  # not implicit in Postgres, but json literals reach us already typed json
+    }
+)
+
+
+def coerces(source: str, target: str) -> bool:
+    """Whether a value of type ``source`` may be passed where ``target`` is expected, as Postgres would."""
+    if source in (UNKNOWN, target):
+        return True
+    if source.endswith("[]") and target.endswith("[]"):
+        return coerces(source[:-2], target[:-2])
+    return (source, target) in _IMPLICIT
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    type: str
+    default: Any = REQUIRED
+
+    def __str__(self) -> str:
+        shown = f'"{self.name}"' if self.name in ("text", "row", "limit") else self.name
+        text = f"{shown} {self.type}"
+        return text if self.default is REQUIRED else f"{text} DEFAULT {_sql_literal(self.default)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: PgType
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """One overload: ``returns`` is a type for scalar or SETOF results, columns for TABLE results."""
+
+    function: str
+    parameters: tuple[Parameter, ...]
+    returns: PgType | tuple[Column, ...]
+    set_returning: bool = False
+    strict: bool = True
+
+    def __str__(self) -> str:
+        return f"pgml.{self.function}({', '.join(str(p) for p in self.parameters)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    """An argument as written at the call site: its name for ``name => value``, and its type."""
+
+    type: str = UNKNOWN
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Which call argument feeds each parameter (None: the parameter takes its default)."""
+
+    signature: Signature
+    sources: tuple[int | None, ...] = field(default_factory=tuple)
+
+    def arrange(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """The parameter values in signature order, defaults filled in."""
+        return tuple(
+            parameter.default if source is None else values[source]
+            for parameter, source in zip(self.signature.parameters, self.sources, strict=True)
+        )
+
+
+def _bind(signature: Signature, arguments: Sequence[Argument]) -> Binding | None:
+    parameters = signature.parameters
+    sources: list[int | None] = [None] * len(parameters)
+    seen_named = False
+    for index, argument in enumerate(arguments):
+        if argument.name is None:
+            if seen_named or index >= len(parameters):
+                return None
+            position = index
+        else:
+            seen_named = True
+            names = [p.name for p in parameters]
+            if argument.name not in names:
+                return None
+            position = names.index(argument.name)
+            if sources[position] is not None:
+                return None
+        sources[position] = index
+    for parameter, source in zip(parameters, sources, strict=True):
+        if source is None and parameter.default is REQUIRED:
+            return None
+        if source is not None and not coerces(arguments[source].type, parameter.type):
+            return None
+    return Binding(signature, tuple(sources))
+
+
+def resolve(function: str, overloads: Sequence[Signature], arguments: Sequence[Argument]) -> Binding:
+    """The one overload this call means; 42883 when none fits, 42725 when several fit equally."""
+    candidates = [b for b in (_bind(s, arguments) for s in overloads) if b is not None]
+    if len(candidates) > 1:
+        exact = [b for b in candidates if _exactness(b, arguments) == len(arguments)]
+        candidates = exact or candidates
+    if len(candidates) > 1:
+        # Untyped literals prefer string-category parameters, as in Postgres's resolution rules.
+        textual = [b for b in candidates if _prefers_text(b, arguments)]
+        candidates = textual or candidates
+    if len(candidates) == 1:
+        return candidates[0]
+    shown = ", ".join(_shown(a) for a in arguments)
+    available = "; ".join(str(s) for s in overloads)
+    if not candidates:
+        raise UndefinedFunction(
+            f"function pgml.{function}({shown}) does not exist",
+            hint=f"No function matches the given name and argument types. Available: {available}",
+        )
+    raise AmbiguousFunction(
+        f"function pgml.{function}({shown}) is not unique",
+        hint="Could not choose a best candidate function. You might need to add explicit type casts.",
+    )
+
+
+def _exactness(binding: Binding, arguments: Sequence[Argument]) -> int:
+    parameters = binding.signature.parameters
+    return sum(
+        1
+        for parameter, source in zip(parameters, binding.sources, strict=True)
+        if source is not None and arguments[source].type in (parameter.type, UNKNOWN)
+    )
+
+
+def _prefers_text(binding: Binding, arguments: Sequence[Argument]) -> bool:
+    parameters = binding.signature.parameters
+    return all(
+        parameter.type == "text"
+        for parameter, source in zip(parameters, binding.sources, strict=True)
+        if source is not None and arguments[source].type == UNKNOWN and parameter.type in ("text", "text[]")
+    )
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = json.dumps(value, separators=(", ", ": ")) if isinstance(value, (dict, list)) else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _shown(argument: Argument) -> str:
+    return f"{argument.name} => {argument.type}" if argument.name else argument.type
