@@ -16,8 +16,10 @@ import uvloop
 from pgml_proxy import __version__
 from pgml_proxy.config import Settings, add_arguments, load_settings
 from pgml_proxy.embedded import SUPERUSER, EmbeddedPostgres, EmbeddedPostgresError
+from pgml_proxy.functions.builtin import BUILTIN
 from pgml_proxy.logs import configure
 from pgml_proxy.server import ProxyServer
+from pgml_proxy.session.interceptor import Interceptor
 from pgml_proxy.upstream import UpstreamTarget
 
 log = logging.getLogger("pgml_proxy")
@@ -85,7 +87,12 @@ async def serve(settings: Settings) -> int:
         user = upstream.user or getpass.getuser()
         database = upstream.dbname or user
     try:
-        server = ProxyServer(upstream, max_connections=settings.max_connections, tls_context=tls_context)
+        server = ProxyServer(
+            upstream,
+            max_connections=settings.max_connections,
+            interceptor=Interceptor(BUILTIN),
+            tls_context=tls_context,
+        )
         host, port = await server.listen(*settings.listen_address)
         shown_host = f"[{host}]" if ":" in host else host
         print(f"pgml-proxy ready: postgresql://{user}@{shown_host}:{port}/{database}", flush=True)

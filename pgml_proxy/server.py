@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, Final
 
 from pgml_proxy.session.connection import ClientProtocol, Session
+from pgml_proxy.session.interceptor import Interceptor
 from pgml_proxy.upstream import UpstreamTarget
 from pgml_proxy.wire.cancel import CancelKey, new_proxy_key
 
@@ -28,9 +29,11 @@ class ProxyServer:
         upstream: UpstreamTarget,
         *,
         max_connections: int,
+        interceptor: Interceptor,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = upstream
+        self.interceptor = interceptor
         self.max_connections = max_connections
         self.tls_context = tls_context
         self._connections: set[Session] = set()  # every open client connection, startup included
@@ -108,3 +111,4 @@ class ProxyServer:
             await asyncio.wait(self._background, timeout=BACKGROUND_GRACE)
         if self._server is not None:
             await self._server.wait_closed()
+        self.interceptor.close()

@@ -98,7 +98,7 @@ def test_client_side_counts_requests_awaiting_ready():
     side.authenticated()
     parse = message(codes.PARSE, b"\x00select 1\x00\x00\x00")
     stream = parse + message(codes.SYNC, b"") + message(codes.QUERY, b"select 1\x00")
-    assert side.feed(stream) == stream
+    assert side.feed(stream) == (stream, None)
     assert side.requests == 3
 
 
@@ -106,14 +106,26 @@ def test_client_side_stops_at_terminate():
     side = ClientSide()
     side.authenticated()
     query = message(codes.QUERY, b"select 1\x00")
-    assert side.feed(query + message(codes.TERMINATE, b"") + query) == query
+    assert side.feed(query + message(codes.TERMINATE, b"") + query) == (query, None)
     assert side.terminated
+
+
+def test_client_side_hands_back_a_query_that_mentions_pgml_and_keeps_the_rest():
+    side = ClientSide()
+    side.authenticated()
+    before = message(codes.QUERY, b"select 1\x00")
+    pgml = message(codes.QUERY, b"select PGML.version()\x00")
+    after = message(codes.QUERY, b"select 2\x00")
+    assert side.feed(before + pgml + after) == (before, b"select PGML.version()\x00")
+    assert side.requests == 3  # the startup, and the two queries up to the intercepted one
+    assert side.feed(b"") == (after, None)
+    assert side.requests == 4
 
 
 def test_client_may_only_send_password_messages_while_authenticating():
     side = ClientSide()
     password = message(codes.PASSWORD, b"secret\x00")
-    assert side.feed(password) == password
+    assert side.feed(password) == (password, None)
     with pytest.raises(ProtocolViolation):
         side.feed(message(codes.QUERY, b"select 1\x00"))
     after = ClientSide()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.framing import MessageScanner
 
@@ -29,13 +30,21 @@ class ClientSide:
     def mid_message(self) -> bool:
         return self._scanner.has_partial
 
-    def feed(self, data: bytes) -> bytes:
-        """Take bytes from the client; return those to forward upstream. Raises ProtocolViolation."""
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """Take bytes from the client; return those to forward upstream, and a Query to intercept.
+
+        A Query whose text mentions ``pgml`` is handed back on its own; whatever followed it stays
+        unscanned until the next call, so the messages after it keep their order. Raises
+        ProtocolViolation.
+        """
         chunk, frames = self._scanner.feed(data)
-        for kind, start, _ in frames:
+        for kind, start, end in frames:
             if kind == codes.TERMINATE:
                 # Like the server, ignore anything a client sends after Terminate.
                 self.terminated = True
-                return chunk[: start - 5]
+                return chunk[: start - 5], None
             self.requests += 1
-        return chunk
+            if kind == codes.QUERY and mentions_pgml(memoryview(chunk)[start:end]):
+                self._scanner.push_back(chunk[end:])
+                return chunk[: start - 5], chunk[start:end]
+        return chunk, None

@@ -16,16 +16,25 @@ from typing import TYPE_CHECKING, Any
 from pgml_proxy.errors import (
     AdminShutdown,
     ConnectionFailure,
+    InternalError,
     ProtocolViolation,
     ProxyError,
+    QueryCanceled,
     TooManyConnections,
 )
 from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.flow import ReadGate
+from pgml_proxy.session.side_query import (
+    SideQueryFailed,
+    SideQueryReader,
+    SideQueryResult,
+    side_query_messages,
+)
 from pgml_proxy.session.upstream_side import UpstreamSide
+from pgml_proxy.sql.literals import quote
 from pgml_proxy.upstream import open_upstream, send_cancel
 from pgml_proxy.wire.cancel import CancelKey
-from pgml_proxy.wire.codes import TERMINATE
+from pgml_proxy.wire.codes import QUERY, READY_FOR_QUERY, TERMINATE
 from pgml_proxy.wire.error_response import error_response
 from pgml_proxy.wire.framing import message
 from pgml_proxy.wire.startup import (
@@ -35,6 +44,7 @@ from pgml_proxy.wire.startup import (
     StartupMessage,
     parse_startup_packet,
 )
+from pgml_proxy.wire.status import IDLE, IN_TRANSACTION
 
 if TYPE_CHECKING:
     from pgml_proxy.server import ProxyServer
@@ -68,7 +78,12 @@ class Session:
         self.upstream_gate: ReadGate | None = None
         self.ready = False
         self._draining = False
-        self._step: asyncio.Task[None] | None = None  # TLS handshake or upstream connect in progress
+        self._step: asyncio.Task[None] | None = None  # TLS handshake, upstream connect or interception
+        self._held: list[bytes] = []  # client bytes that arrived while a statement was being intercepted
+        self._intercepting = False
+        self._side_reader: SideQueryReader | None = None
+        self._side_done: asyncio.Future[SideQueryResult] | None = None
+        self._idle_waiter: asyncio.Future[None] | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -86,14 +101,19 @@ class Session:
 
     def client_data(self, data: bytes) -> None:
         if self.phase is Phase.RELAY:
+            if self._intercepting:
+                self._held.append(data)
+                return
             try:
-                out = self.client_side.feed(data)
+                out, query = self.client_side.feed(data)
             except ProtocolViolation as error:
                 self.close(error)
                 return
             if out:
                 self.upstream.write(out)  # type: ignore[union-attr]
-            if self.client_side.terminated:
+            if query is not None:
+                self._intercept(query)
+            elif self.client_side.terminated:
                 self.close()
         elif self.phase is Phase.STARTUP:
             self._startup_buffer += data
@@ -120,6 +140,9 @@ class Session:
     # -- upstream events ---------------------------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
+        if self._side_reader is not None:
+            self._side_data(data)
+            return
         side = self.upstream_side
         try:
             out = side.feed(data)  # type: ignore[union-attr]
@@ -132,6 +155,8 @@ class Session:
         if side.authenticated and not self.ready:  # type: ignore[union-attr]
             self.ready = True
             self.client_side.authenticated()
+        if self._idle_waiter is not None and self.in_flight == 1 and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
         if self._draining and self.in_flight == 0:
             self.close_for_shutdown()
 
@@ -234,6 +259,79 @@ class Session:
             self._startup_buffer.clear()
             self.client_data(early)
 
+    # -- interception ------------------------------------------------------------------------------
+
+    def _intercept(self, query: bytes) -> None:
+        """Hold the client's stream while a Query that calls pgml functions is rewritten and sent."""
+        self._intercepting = True
+        self.client_gate.pause("intercepting")
+        self._run_step(self._run_interception(query))
+
+    async def _run_interception(self, query: bytes) -> None:
+        try:
+            if self.in_flight > 1:  # earlier requests first: side queries need an idle upstream
+                self._idle_waiter = asyncio.get_running_loop().create_future()
+                await self._idle_waiter
+            sql = query[:-1].decode()
+            status = self.upstream_side.transaction_status  # type: ignore[union-attr]
+            rewritten = (
+                sql
+                if status not in (IDLE, IN_TRANSACTION)
+                else await self.server.interceptor.rewrite(sql, self)
+            )
+            self.upstream.write(message(QUERY, rewritten.encode() + b"\x00"))  # type: ignore[union-attr]
+        except SideQueryFailed as failure:
+            self._answer_from_side(failure.result)
+        except ProxyError as error:
+            self._fail_statement(error)
+        except asyncio.CancelledError:
+            self._fail_statement(QueryCanceled("canceling statement due to user request"))
+        except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
+            log.exception("interception failed")
+            self._fail_statement(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
+        finally:
+            self._idle_waiter = None
+            self._intercepting = False
+        if self.phase is Phase.RELAY:
+            self.client_gate.resume("intercepting")
+            held = b"".join(self._held)
+            self._held.clear()
+            self.client_data(held)  # also scans what followed the intercepted Query
+
+    async def side_query(self, sql: str) -> SideQueryResult:
+        """Run one statement on this session's upstream connection; raise SideQueryFailed on its error."""
+        self._side_reader = SideQueryReader()
+        self._side_done = asyncio.get_running_loop().create_future()
+        self.upstream.write(side_query_messages(sql))  # type: ignore[union-attr]
+        result = await self._side_done
+        if result.error is not None:
+            raise SideQueryFailed(result)
+        return result
+
+    def _side_data(self, data: bytes) -> None:
+        reader = self._side_reader
+        reader.feed(data)  # type: ignore[union-attr]
+        if reader.done:  # type: ignore[union-attr]
+            self._side_reader = None
+            if self._side_done is not None and not self._side_done.done():
+                self._side_done.set_result(reader.result)  # type: ignore[union-attr]
+
+    def _answer_from_side(self, result: SideQueryResult) -> None:
+        """The side query's error is the statement's error; its ReadyForQuery answers the client."""
+        self.client.write(b"".join(result.passthrough) + (result.error or b"") + _ready(result.status))
+        self.upstream_side.answered_by_proxy(result.status)  # type: ignore[union-attr]
+
+    def _fail_statement(self, error: ProxyError) -> None:
+        """Report a proxy-side failure so that client and upstream agree on the transaction's fate."""
+        side = self.upstream_side
+        if side is not None and side.transaction_status == IN_TRANSACTION:
+            # The upstream raises the same error itself, aborting its transaction block as the client expects.
+            self.upstream.write(message(QUERY, raise_statement(error).encode() + b"\x00"))  # type: ignore[union-attr]
+            return
+        self.client.write(error_response(error) + _ready(IDLE))
+        if side is not None:
+            side.answered_by_proxy(IDLE)
+
     # -- shutdown ----------------------------------------------------------------------------------
 
     def drain(self) -> None:
@@ -247,7 +345,9 @@ class Session:
         self.close(AdminShutdown("terminating connection due to administrator command"))
 
     def cancel(self) -> None:
-        """Cancel what the session is running upstream (and, later, its proxy-side work)."""
+        """Cancel what the session is running: proxy-side work, and whatever runs upstream."""
+        if self._intercepting and self._step is not None and not self._step.done():
+            self._step.cancel()
         side = self.upstream_side
         if side is None or side.upstream_key is None:
             return
@@ -271,6 +371,20 @@ class Session:
                 self.upstream.write(_TERMINATE)
             self.upstream.close()
         self.server.forget(self)
+
+
+def _ready(status: int) -> bytes:
+    return message(READY_FOR_QUERY, bytes((status,)))
+
+
+def raise_statement(error: ProxyError) -> str:
+    """A statement that makes the upstream raise ``error`` with its SQLSTATE, message, detail and hint."""
+    options = [f"ERRCODE = {quote(error.sqlstate)}", f"MESSAGE = {quote(error.message)}"]
+    if error.detail:
+        options.append(f"DETAIL = {quote(error.detail)}")
+    if error.hint:
+        options.append(f"HINT = {quote(error.hint)}")
+    return f"DO $pgml_proxy$ BEGIN RAISE EXCEPTION USING {', '.join(options)}; END $pgml_proxy$"
 
 
 class ClientProtocol(asyncio.Protocol):

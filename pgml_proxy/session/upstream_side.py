@@ -64,6 +64,11 @@ class UpstreamSide:
             return chunk
         return self._startup(chunk, frames)
 
+    def answered_by_proxy(self, status: int) -> None:
+        """The proxy answered a client request itself (an error it raised, with this status)."""
+        self.ready_count += 1
+        self.transaction_status = status
+
     def _track(self, kind: int, chunk: bytes, start: int, end: int) -> None:
         if kind == codes.READY_FOR_QUERY:
             self.ready_count += 1

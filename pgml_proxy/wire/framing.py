@@ -42,6 +42,11 @@ class MessageScanner:
         """True while a message has begun arriving but is not complete."""
         return bool(self._pending)
 
+    def push_back(self, data: bytes) -> None:
+        """Return complete-but-unprocessed bytes to the front of the stream, to be scanned again later."""
+        self._pending[:0] = data
+        self._need = 0
+
     def feed(self, data: bytes) -> tuple[bytes, list[Frame]]:
         """Take newly arrived bytes; return the complete messages and the watched frames among them."""
         if self._pending:

@@ -89,7 +89,7 @@ def start_proxy(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},  # no test reaches the network
     )
     output: list[str] = []
     ready: list[re.Match[str]] = []

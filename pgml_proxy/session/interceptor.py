@@ -1,0 +1,349 @@
+"""Rewriting a statement that calls pgml functions into one the upstream can run by itself.
+
+This first strategy folds calls whose arguments are constant: each call is evaluated once (innermost
+first), and its result enters the statement as a typed literal in place of the call, so the upstream
+does the rest — casts such as ``::vector(384)``, operators, ORDER BY, output formats. A statement made
+only of such calls is answered the same way. Row-dependent calls (splice, materialize) come later and
+are refused with 0A000 meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pgml_engines import Engine, EngineConfig
+
+from pgml_proxy.errors import FeatureNotSupported
+from pgml_proxy.functions.registry import Registry, ResolvedCall
+from pgml_proxy.functions.signatures import UNKNOWN, Argument, Column
+from pgml_proxy.session.side_query import SideQueryResult
+from pgml_proxy.sql import literals
+from pgml_proxy.sql.analyze import analyze
+from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
+from pgml_proxy.sql.text import splice
+from pgml_proxy.wire.types import TEXT_FORMAT, PgType
+
+
+class SideChannel(Protocol):
+    async def side_query(self, sql: str) -> SideQueryResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    type: str  # as pg_typeof prints it, or UNKNOWN for an untyped literal
+    value: Any
+
+
+class Interceptor:
+    """One per process: the registry and the (lazily started) engine that all sessions share."""
+
+    def __init__(self, registry: Registry, engine_config: EngineConfig | None = None) -> None:
+        self.registry = registry
+        self._engine_config = engine_config
+        self._engine: Engine | None = None
+        self._engine_lock = asyncio.Lock()
+
+    async def engine(self) -> Engine:
+        """Started on first use, off the event loop: importing torch takes seconds."""
+        async with self._engine_lock:
+            if self._engine is None:
+                self._engine = await asyncio.to_thread(Engine, self._engine_config)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
+        """Whether a call returns rows: chunk always; embed when its input is visibly an array."""
+        if name == "chunk":
+            return True
+        if name == "embed":
+            return any(
+                a.name == "inputs" or (a.name is None and i == 1 and a.is_array())
+                for i, a in enumerate(arguments)
+            )
+        return False
+
+    async def rewrite(self, sql: str, channel: SideChannel) -> str:
+        """The statement with every pgml call replaced by its value."""
+        statements = analyze(sql, self.registry.names, self._set_returning)
+        replacements: list[tuple[int, int, str]] = []
+        for statement in statements:
+            replacements += await self._fold_statement(sql, statement, channel)
+        return splice(sql, replacements) if replacements else sql
+
+    async def _fold_statement(
+        self, sql: str, statement: StatementAnalysis, channel: SideChannel
+    ) -> list[tuple[int, int, str]]:
+        if statement.strategy is Strategy.UNREACHABLE:
+            raise FeatureNotSupported(statement.reason or "pgml functions cannot be used in this statement")
+        calls = statement.calls
+        for call in calls:
+            if call.strategy is Strategy.UNREACHABLE:
+                raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
+        done: dict[int, str] = {}  # call index -> SQL text that replaces the call
+        # Calls in FROM first: a row-dependent call elsewhere reads its rows through that FROM clause.
+        order = sorted(range(len(calls)), key=lambda i: (calls[i].clause is not Clause.FROM, i))
+        for index in order:
+            call = calls[index]
+            texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
+            if call.constant:
+                done[index] = await self._fold(call, texts, channel)
+            else:
+                done[index] = await self._materialize(sql, call, calls, done, texts, channel)
+        edits: list[tuple[int, int, str]] = []
+        for index, call in enumerate(calls):
+            if call.parent is not None:
+                continue  # inside a call that is replaced whole
+            if call.field is not None and call.expr_span is not None:
+                # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
+                casts = "".join(f"::{cast}" for cast in call.casts)
+                edits.append((call.expr_span.start, call.expr_span.end, f"({done[index]}){casts}"))
+            else:
+                edits.append((call.span.start, call.span.end, done[index]))
+            if call.target_index is not None and call.alias is None and call.column_name and call.target_span:
+                # The column kept the function's name; a replacement would be named after its own parts.
+                end = call.target_span.end
+                edits.append((end, end, f" AS {literals.identifier(call.column_name)}"))
+        return edits
+
+    async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
+        """Constant arguments: one evaluation, its value in place of the call."""
+        values = await self._evaluate(call, texts, range(len(call.args)), channel)
+        resolved = self._resolve(call, [v.type for v in values])
+        [result] = await self.registry.call(await self.engine(), resolved, [[v.value for v in values]])
+        return _replacement(call, resolved, result)
+
+    async def _materialize(
+        self,
+        sql: str,
+        call: CallSite,
+        calls: Sequence[CallSite],
+        done: dict[int, str],
+        texts: list[str],
+        channel: SideChannel,
+    ) -> str:
+        """Row-dependent arguments: compute every distinct argument tuple, then look results up per row.
+
+        The distinct tuples come from the call's own query level (its FROM and, where it holds no pgml
+        call, its WHERE); results travel back inside the statement as one jsonb object keyed by the
+        argument tuple's jsonb text, which Postgres looks up per row with a binary search.
+        """
+        level = call.level
+        if level is None:
+            raise FeatureNotSupported(f"pgml.{call.name} with row-dependent arguments is not supported here")
+        dependent = [i for i, a in enumerate(call.args) if not a.constant]
+        constant = [i for i, a in enumerate(call.args) if a.constant]
+        if any(call.args[i].volatile for i in dependent):
+            raise FeatureNotSupported(
+                f"pgml.{call.name} with volatile arguments cannot be evaluated once per row"
+            )
+        key = "jsonb_build_array(" + ", ".join(f"({texts[i]})" for i in dependent) + ")::text"
+        types = ", ".join(f"pg_typeof(({texts[i]}))::text" for i in dependent)
+        fetched = await channel.side_query(_fetch_query(sql, call, calls, done, key, types))
+        fixed = await self._evaluate(call, texts, constant, channel)
+        row_types = fetched.rows[0][1:] if fetched.rows else [UNKNOWN] * len(dependent)
+        arg_types: list[str] = [UNKNOWN] * len(call.args)
+        for i, value in zip(constant, fixed, strict=True):
+            arg_types[i] = value.type
+        for i, type_name in zip(dependent, row_types, strict=True):
+            arg_types[i] = type_name or UNKNOWN
+        resolved = self._resolve(call, arg_types)
+        keys = [row[0] for row in fetched.rows]
+        argument_rows = []
+        for key_text in keys:
+            row: list[Any] = [None] * len(call.args)
+            for i, value in zip(constant, fixed, strict=True):
+                row[i] = value.value
+            for i, value in zip(dependent, json.loads(key_text or "[]"), strict=True):
+                row[i] = value
+            argument_rows.append(row)
+        results = await self.registry.call(await self.engine(), resolved, argument_rows) if keys else []
+        mapping = {k: _lookup_value(resolved, r) for k, r in zip(keys, results, strict=True)}
+        return _lookup(call, resolved, literals.typed(json.dumps(mapping), "jsonb"), key)
+
+    def _resolve(self, call: CallSite, types: Sequence[str]) -> ResolvedCall:
+        return self.registry.resolve(
+            call.name, [Argument(t, a.name) for t, a in zip(types, call.args, strict=True)]
+        )
+
+    async def _evaluate(
+        self, call: CallSite, texts: list[str], positions: Iterable[int], channel: SideChannel
+    ) -> list[_Value]:
+        """Constant argument values: plain literals locally, everything else by one SELECT on the session."""
+        positions = list(positions)
+        values: dict[int, _Value | None] = {i: _local_value(call.args[i].literal) for i in positions}
+        remote = [i for i in positions if values[i] is None]
+        if remote:
+            columns = ", ".join(
+                f"pg_typeof(({texts[i]}))::text, to_jsonb(({texts[i]}))::text" for i in remote
+            )
+            row = (await channel.side_query(f"SELECT {columns}")).rows[0]
+            for n, position in enumerate(remote):
+                type_name, value = row[2 * n], row[2 * n + 1]
+                values[position] = _Value(type_name or UNKNOWN, None if value is None else json.loads(value))
+        return [values[i] for i in positions]  # type: ignore[misc]
+
+
+def _with_replacements(sql: str, span: Span, calls: Sequence[CallSite], done: dict[int, str]) -> str:
+    """The text of ``span`` with the pgml calls inside it that are already evaluated replaced."""
+    inside = [i for i in done if span.start <= calls[i].span.start and calls[i].span.end <= span.end]
+    outermost = [
+        i for i in inside if not any(j != i and _encloses(calls[j].span, calls[i].span) for j in inside)
+    ]
+    edits = sorted(
+        (calls[i].span.start - span.start, calls[i].span.end - span.start, done[i]) for i in outermost
+    )
+    return splice(sql[span.start : span.end], edits)
+
+
+def _encloses(outer: Span, inner: Span) -> bool:
+    return outer.start <= inner.start and inner.end <= outer.end and outer != inner
+
+
+def _fetch_query(
+    sql: str, call: CallSite, calls: Sequence[CallSite], done: dict[int, str], key: str, types: str
+) -> str:
+    """``SELECT DISTINCT <key>, <types> FROM <the call's rows>``: a superset of the rows is always safe."""
+    level = call.level
+    assert level is not None
+    if call.clause is Clause.FROM or level.from_clause is None or level.kind != "select":
+        items = [
+            _with_replacements(sql, source.span, calls, done)
+            for n, source in enumerate(level.sources)
+            if n != call.source_index and not (call.clause is Clause.FROM and source.has_call)
+        ]
+        where = None if call.clause is Clause.FROM else level.where
+    else:
+        items = [_with_replacements(sql, level.from_clause, calls, done)]
+        where = level.where
+    if not items:
+        raise FeatureNotSupported(f"pgml.{call.name}: cannot tell which rows its arguments come from")
+    prefix = f"{level.with_clause.text(sql)} " if level.with_clause else ""
+    condition = f" WHERE {where.text(sql)}" if where is not None else ""
+    return f"{prefix}SELECT DISTINCT {key}, {types} FROM {', '.join(items)}{condition}"
+
+
+def _local_value(literal: Literal | None) -> _Value | None:
+    """A literal's value and type as Postgres sees it: quoted strings and NULL are untyped."""
+    if literal is None or literal.cast is not None:
+        return None
+    value = literal.value
+    if value is None or isinstance(value, str):
+        return _Value(UNKNOWN, value)
+    if isinstance(value, bool):
+        return _Value("boolean", value)
+    if isinstance(value, int):
+        return _Value("integer" if -(2**31) <= value < 2**31 else "bigint", value)
+    if isinstance(value, Decimal):
+        return _Value("numeric", float(value))
+    return None  # ARRAY[...] of literals: let the server build it
+
+
+def _replacement(call: CallSite, resolved: ResolvedCall, result: Any) -> str:
+    """The SQL that stands for the call's value where the call was."""
+    signature = resolved.signature
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return f"({literals.typed(_text(returns, result), returns.name)})"
+    if call.clause is Clause.FROM:
+        if call.ordinality:
+            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
+        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
+        if isinstance(returns, PgType):
+            column = literals.identifier(call.from_alias or call.name)
+            texts = [_text(returns, value) for value in result]
+            return f"(SELECT (unnest({literals.array(texts, 'text')}))::{returns.name} AS {column}){alias}"
+        arrays = ", ".join(
+            literals.array([_text(c.type, row[i]) for row in result], c.type.name)
+            for i, c in enumerate(returns)
+        )
+        names = ", ".join(literals.identifier(c.name) for c in returns)
+        return f"(SELECT * FROM unnest({arrays}) AS pgml_rows({names})){alias}"
+    if isinstance(returns, PgType):
+        texts = [_text(returns, value) for value in result]
+        return f"(unnest({literals.array(texts, 'text')}))::{returns.name}"
+    return _record_rows(call, returns, result)
+
+
+def _record_rows(call: CallSite, columns: tuple[Column, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A set-returning composite in an expression: a record per row, or one field with ``.field``."""
+    if call.field is not None:
+        [(position, column)] = [(i, c) for i, c in enumerate(columns) if c.name == call.field] or [
+            (None, None)
+        ]
+        if column is None:
+            raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
+        texts = [_text(column.type, row[position]) for row in rows]
+        return f"(unnest({literals.array(texts, 'text')}))::{column.type.name}"
+    records = ", ".join(
+        "ROW("
+        + ", ".join(literals.typed(_text(c.type, v), c.type.name) for c, v in zip(columns, row, strict=True))
+        + ")"
+        for row in rows
+    )
+    return f"(unnest(ARRAY[{records}]::record[]))"
+
+
+def _text(pg_type: PgType, value: Any) -> str | None:
+    encoded = pg_type.encode(value, TEXT_FORMAT)
+    return None if encoded is None else encoded.decode()
+
+
+def _lookup_value(resolved: ResolvedCall, result: Any) -> Any:
+    """How one result travels in the lookup object: a one-element list holding its text (scalar), or
+    the rows as JSON (set-returning); the list keeps SQL NULL apart from a missing key."""
+    signature = resolved.signature
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return [_text(returns, result)]
+    if isinstance(returns, PgType):
+        return [_text(returns, value) for value in result]
+    return [{c.name: _json_field(c, row[i]) for i, c in enumerate(returns)} for row in result]
+
+
+def _json_field(column: Column, value: Any) -> Any:
+    return value if isinstance(value, (int, str)) or value is None else _text(column.type, value)
+
+
+def _lookup(call: CallSite, resolved: ResolvedCall, mapping: str, key: str) -> str:
+    """The expression that finds this row's result; a row whose arguments changed since they were fetched
+    fails loudly (22P02 naming them) instead of reading NULL."""
+    missing = f"to_jsonb((E'pgml-proxy: arguments changed while pgml.{call.name} ran, retry the statement: ' || {key})::int)"
+    found = f"coalesce(({mapping}) -> ({key}), {missing})"
+    signature = resolved.signature
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return f"(({found}) ->> 0)::{returns.name}"
+    if call.clause is Clause.FROM:
+        if call.ordinality:
+            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
+        lateral = "" if call.lateral else "LATERAL "
+        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
+        if isinstance(returns, PgType):
+            column = literals.identifier(call.from_alias or call.name)
+            return (
+                f"{lateral}(SELECT (jsonb_array_elements_text({found}))::{returns.name} AS {column}){alias}"
+            )
+        definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in returns)
+        return f"{lateral}(SELECT * FROM jsonb_to_recordset({found}) AS pgml_rows({definitions})){alias}"
+    if isinstance(returns, PgType):
+        return f"(jsonb_array_elements_text({found}))::{returns.name}"
+    if call.field is None:
+        raise FeatureNotSupported(
+            f"pgml.{call.name} with row-dependent arguments in the select list must select a field",
+            hint=f"Write (pgml.{call.name}(...)).<column> or move the call to FROM.",
+        )
+    [column] = [c for c in returns if c.name == call.field] or [None]
+    if column is None:
+        raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
+    return f"(jsonb_array_elements({found}) ->> {literals.quote(column.name)})::{column.type.name}"
