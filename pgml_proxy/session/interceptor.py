@@ -20,13 +20,13 @@ from pgml_engines import Engine, EngineConfig
 
 from pgml_proxy.errors import FeatureNotSupported
 from pgml_proxy.functions.registry import Registry, ResolvedCall
-from pgml_proxy.functions.signatures import UNKNOWN, Argument, Column
+from pgml_proxy.functions.signatures import UNKNOWN, Argument
+from pgml_proxy.session.replacements import LiteralSlots, call_sql, lookup_sql, lookup_value, slot_texts
 from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import splice
-from pgml_proxy.wire.types import TEXT_FORMAT, PgType
 
 
 class SideChannel(Protocol):
@@ -118,7 +118,8 @@ class Interceptor:
         values = await self._evaluate(call, texts, range(len(call.args)), channel)
         resolved = self._resolve(call, [v.type for v in values])
         [result] = await self.registry.call(await self.engine(), resolved, [[v.value for v in values]])
-        return _replacement(call, resolved, result)
+        signature = resolved.signature
+        return call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
 
     async def _materialize(
         self,
@@ -165,8 +166,9 @@ class Interceptor:
                 row[i] = value
             argument_rows.append(row)
         results = await self.registry.call(await self.engine(), resolved, argument_rows) if keys else []
-        mapping = {k: _lookup_value(resolved, r) for k, r in zip(keys, results, strict=True)}
-        return _lookup(call, resolved, literals.typed(json.dumps(mapping), "jsonb"), key)
+        signature = resolved.signature
+        mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
+        return lookup_sql(call, signature, mapping, key)
 
     def _resolve(self, call: CallSite, types: Sequence[str]) -> ResolvedCall:
         return self.registry.resolve(
@@ -244,106 +246,3 @@ def _local_value(literal: Literal | None) -> _Value | None:
     if isinstance(value, Decimal):
         return _Value("numeric", float(value))
     return None  # ARRAY[...] of literals: let the server build it
-
-
-def _replacement(call: CallSite, resolved: ResolvedCall, result: Any) -> str:
-    """The SQL that stands for the call's value where the call was."""
-    signature = resolved.signature
-    returns = signature.returns
-    if not signature.set_returning:
-        assert isinstance(returns, PgType)
-        return f"({literals.typed(_text(returns, result), returns.name)})"
-    if call.clause is Clause.FROM:
-        if call.ordinality:
-            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
-        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
-        if isinstance(returns, PgType):
-            column = literals.identifier(call.from_alias or call.name)
-            texts = [_text(returns, value) for value in result]
-            return f"(SELECT (unnest({literals.array(texts, 'text')}))::{returns.name} AS {column}){alias}"
-        arrays = ", ".join(
-            literals.array([_text(c.type, row[i]) for row in result], c.type.name)
-            for i, c in enumerate(returns)
-        )
-        names = ", ".join(literals.identifier(c.name) for c in returns)
-        return f"(SELECT * FROM unnest({arrays}) AS pgml_rows({names})){alias}"
-    if isinstance(returns, PgType):
-        texts = [_text(returns, value) for value in result]
-        return f"(unnest({literals.array(texts, 'text')}))::{returns.name}"
-    return _record_rows(call, returns, result)
-
-
-def _record_rows(call: CallSite, columns: tuple[Column, ...], rows: list[tuple[Any, ...]]) -> str:
-    """A set-returning composite in an expression: a record per row, or one field with ``.field``."""
-    if call.field is not None:
-        [(position, column)] = [(i, c) for i, c in enumerate(columns) if c.name == call.field] or [
-            (None, None)
-        ]
-        if column is None:
-            raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
-        texts = [_text(column.type, row[position]) for row in rows]
-        return f"(unnest({literals.array(texts, 'text')}))::{column.type.name}"
-    records = ", ".join(
-        "ROW("
-        + ", ".join(literals.typed(_text(c.type, v), c.type.name) for c, v in zip(columns, row, strict=True))
-        + ")"
-        for row in rows
-    )
-    return f"(unnest(ARRAY[{records}]::record[]))"
-
-
-def _text(pg_type: PgType, value: Any) -> str | None:
-    encoded = pg_type.encode(value, TEXT_FORMAT)
-    return None if encoded is None else encoded.decode()
-
-
-def _lookup_value(resolved: ResolvedCall, result: Any) -> Any:
-    """How one result travels in the lookup object: a one-element list holding its text (scalar), or
-    the rows as JSON (set-returning); the list keeps SQL NULL apart from a missing key."""
-    signature = resolved.signature
-    returns = signature.returns
-    if not signature.set_returning:
-        assert isinstance(returns, PgType)
-        return [_text(returns, result)]
-    if isinstance(returns, PgType):
-        return [_text(returns, value) for value in result]
-    return [{c.name: _json_field(c, row[i]) for i, c in enumerate(returns)} for row in result]
-
-
-def _json_field(column: Column, value: Any) -> Any:
-    return value if isinstance(value, (int, str)) or value is None else _text(column.type, value)
-
-
-def _lookup(call: CallSite, resolved: ResolvedCall, mapping: str, key: str) -> str:
-    """The expression that finds this row's result; a row whose arguments changed since they were fetched
-    fails loudly (22P02 naming them) instead of reading NULL."""
-    missing = f"to_jsonb((E'pgml-proxy: arguments changed while pgml.{call.name} ran, retry the statement: ' || {key})::int)"
-    found = f"coalesce(({mapping}) -> ({key}), {missing})"
-    signature = resolved.signature
-    returns = signature.returns
-    if not signature.set_returning:
-        assert isinstance(returns, PgType)
-        return f"(({found}) ->> 0)::{returns.name}"
-    if call.clause is Clause.FROM:
-        if call.ordinality:
-            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
-        lateral = "" if call.lateral else "LATERAL "
-        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
-        if isinstance(returns, PgType):
-            column = literals.identifier(call.from_alias or call.name)
-            return (
-                f"{lateral}(SELECT (jsonb_array_elements_text({found}))::{returns.name} AS {column}){alias}"
-            )
-        definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in returns)
-        return f"{lateral}(SELECT * FROM jsonb_to_recordset({found}) AS pgml_rows({definitions})){alias}"
-    if isinstance(returns, PgType):
-        return f"(jsonb_array_elements_text({found}))::{returns.name}"
-    if call.field is None:
-        raise FeatureNotSupported(
-            f"pgml.{call.name} with row-dependent arguments in the select list must select a field",
-            hint=f"Write (pgml.{call.name}(...)).<column> or move the call to FROM.",
-        )
-    [column] = [c for c in returns if c.name == call.field] or [None]
-    if column is None:
-        raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
-    return f"(jsonb_array_elements({found}) ->> {literals.quote(column.name)})::{column.type.name}"

@@ -7,6 +7,7 @@ server produced. Binary output follows each type's send function.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -198,3 +199,119 @@ FLOAT4_ARRAY: Final = PgType(
 )
 RECORD: Final = PgType("record", 2249, record_text, record_binary)
 VOID: Final = PgType("void", 2278, lambda v: b"", lambda v: b"", 4)
+
+
+# -- parameters the client binds -------------------------------------------------------------------
+
+TYPE_NAMES: Final = {
+    0: "unknown",
+    705: "unknown",
+    16: "boolean",
+    19: "name",
+    20: "bigint",
+    21: "smallint",
+    23: "integer",
+    25: "text",
+    114: "json",
+    700: "real",
+    701: "double precision",
+    1009: "text[]",
+    1015: "character varying[]",
+    1042: "character",
+    1043: "character varying",
+    1700: "numeric",
+    3802: "jsonb",
+}
+"""Type names of the OIDs a client may declare for parameters the proxy reads."""
+
+TYPE_OIDS: Final = {name: oid for oid, name in TYPE_NAMES.items() if oid not in (0, 705)}
+
+
+def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
+    """A bound parameter's value, read as ``type_name`` (an OID the client declared, or the type the
+    proxy gave the parameter); binary input follows each type's receive function."""
+    if fmt == BINARY_FORMAT:
+        return _decode_binary(type_name, data)
+    text = data.decode()
+    if type_name in ("json", "jsonb"):
+        return json.loads(text)
+    if type_name.endswith("[]"):
+        return parse_array_text(text)
+    if type_name in ("smallint", "integer", "bigint"):
+        return int(text)
+    if type_name in ("real", "double precision", "numeric"):
+        return float(text)
+    if type_name == "boolean":
+        return text.lower() in ("t", "true", "yes", "on", "1")
+    return text
+
+
+def _decode_binary(type_name: str, data: bytes) -> Any:
+    if type_name == "jsonb":
+        return json.loads(data[1:].decode())
+    if type_name == "json":
+        return json.loads(data.decode())
+    if type_name.endswith("[]"):
+        return _array_from_binary(data)
+    integer = {"smallint": "!h", "integer": "!i", "bigint": "!q"}.get(type_name)
+    if integer:
+        return struct.unpack(integer, data)[0]
+    if type_name == "real":
+        return struct.unpack("!f", data)[0]
+    if type_name == "double precision":
+        return struct.unpack("!d", data)[0]
+    if type_name == "boolean":
+        return data != b"\x00"
+    return data.decode()
+
+
+def _array_from_binary(data: bytes) -> list[str | None]:
+    """A one-dimensional array of a text-like element type, in array_recv layout."""
+    ndim, _, _ = struct.unpack_from("!iiI", data)
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise ValueError("only one-dimensional arrays are accepted here")
+    (count, _) = struct.unpack_from("!ii", data, 12)
+    pos = 20
+    values: list[str | None] = []
+    for _ in range(count):
+        (size,) = struct.unpack_from("!i", data, pos)
+        pos += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(data[pos : pos + size].decode())
+            pos += size
+    return values
+
+
+def parse_array_text(text: str) -> list[str | None]:
+    """A one-dimensional array literal such as ``{a,"b c",NULL}`` as its element strings."""
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"malformed array literal: {text!r}")
+    values: list[str | None] = []
+    pos, end = 1, len(text) - 1
+    while pos < end:
+        if text[pos] == '"':
+            pos += 1
+            out = []
+            while text[pos] != '"':
+                if text[pos] == "\\":
+                    pos += 1
+                out.append(text[pos])
+                pos += 1
+            values.append("".join(out))
+            pos += 1
+        else:
+            stop = text.find(",", pos)
+            stop = end if stop == -1 else stop
+            item = text[pos:stop].strip()
+            if item.startswith("{"):
+                raise ValueError("only one-dimensional arrays are accepted here")
+            values.append(None if item.upper() == "NULL" else item)
+            pos = stop
+        if pos < end and text[pos] == ",":
+            pos += 1
+    return values

@@ -1,0 +1,162 @@
+"""The SQL that takes the place of a pgml call, for each position and result shape.
+
+A folded call becomes SQL over *value slots*: one typed value per slot (arrays for set-returning
+results). Under the simple protocol a slot is written as a typed literal; under the extended protocol
+as an extra parameter ``$n::type``, so one rewritten statement serves every Bind. A materialized call
+becomes a lookup of its row's result in a jsonb object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from pgml_proxy.errors import FeatureNotSupported
+from pgml_proxy.functions.signatures import Column, Signature
+from pgml_proxy.sql import literals
+from pgml_proxy.sql.model import CallSite, Clause
+from pgml_proxy.wire.types import TEXT_FORMAT, PgType
+
+
+class Slots(Protocol):
+    def value(self, type_name: str) -> str:
+        """SQL for the next slot, a value of ``type_name``."""
+        ...
+
+
+class LiteralSlots:
+    """Slots written as typed literals, from values computed already (simple protocol)."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        self._texts: Iterator[str | None] = iter(texts)
+
+    def value(self, type_name: str) -> str:
+        return literals.typed(next(self._texts), type_name)
+
+
+class ParameterSlots:
+    """Slots written as parameters numbered after the client's, typed (extended protocol)."""
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+        self.types: list[str] = []
+
+    def value(self, type_name: str) -> str:
+        self.types.append(type_name)
+        self.next += 1
+        return f"${self.next - 1}::{type_name}"
+
+
+def text_of(pg_type: PgType, value: Any) -> str | None:
+    encoded = pg_type.encode(value, TEXT_FORMAT)
+    return None if encoded is None else encoded.decode()
+
+
+def array_text(texts: list[str | None]) -> str:
+    """An array literal's text with every element quoted, so any element text survives."""
+    quoted = (
+        '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' if t is not None else "NULL" for t in texts
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def _field(call: CallSite, columns: tuple[Column, ...]) -> tuple[int, Column]:
+    for position, column in enumerate(columns):
+        if column.name == call.field:
+            return position, column
+    raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
+
+
+def call_sql(call: CallSite, signature: Signature, slots: Slots) -> str:
+    """The SQL standing for a folded call's value where the call was."""
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return f"({slots.value(returns.name)})"
+    if call.clause is Clause.FROM:
+        if call.ordinality:
+            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
+        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
+        if isinstance(returns, PgType):
+            column = literals.identifier(call.from_alias or call.name)
+            return f"(SELECT (unnest({slots.value('text[]')}))::{returns.name} AS {column}){alias}"
+        arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in returns)
+        names = ", ".join(literals.identifier(c.name) for c in returns)
+        return f"(SELECT * FROM unnest({arrays}) AS pgml_rows({names})){alias}"
+    if isinstance(returns, PgType):
+        return f"(unnest({slots.value('text[]')}))::{returns.name}"
+    if call.field is not None:
+        _, column = _field(call, returns)
+        return f"(unnest({slots.value(f'{column.type.name}[]')}))"
+    arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in returns)
+    names = ", ".join(literals.identifier(c.name) for c in returns)
+    return f"(unnest(ARRAY(SELECT ROW({names}) FROM unnest({arrays}) AS pgml_rows({names}))))"
+
+
+def slot_texts(call: CallSite, signature: Signature, result: Any) -> list[str | None]:
+    """The values for :func:`call_sql`'s slots, in the same order, as text."""
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return [text_of(returns, result)]
+    if isinstance(returns, PgType):
+        return [array_text([text_of(returns, value) for value in result])]
+    if call.clause is not Clause.FROM and call.field is not None:
+        position, column = _field(call, returns)
+        return [array_text([text_of(column.type, row[position]) for row in result])]
+    return [array_text([text_of(c.type, row[i]) for row in result]) for i, c in enumerate(returns)]
+
+
+def lookup_value(signature: Signature, result: Any) -> Any:
+    """How one result travels in the lookup object: a one-element list holding its text (scalar), or
+    the rows as JSON (set-returning); the list keeps SQL NULL apart from a missing key."""
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return [text_of(returns, result)]
+    if isinstance(returns, PgType):
+        return [text_of(returns, value) for value in result]
+    return [
+        {
+            c.name: row[i] if isinstance(row[i], (int, str)) or row[i] is None else text_of(c.type, row[i])
+            for i, c in enumerate(returns)
+        }
+        for row in result
+    ]
+
+
+def lookup_sql(call: CallSite, signature: Signature, results: dict[str, Any], key: str) -> str:
+    """The expression that finds this row's result; a row whose arguments changed since they were fetched
+    fails loudly (22P02 naming them) instead of reading NULL."""
+    mapping = literals.typed(json.dumps(results), "jsonb")
+    missing = (
+        f"to_jsonb((E'pgml-proxy: arguments changed while pgml.{call.name} ran, retry the statement: '"
+        f" || {key})::int)"
+    )
+    found = f"coalesce(({mapping}) -> ({key}), {missing})"
+    returns = signature.returns
+    if not signature.set_returning:
+        assert isinstance(returns, PgType)
+        return f"(({found}) ->> 0)::{returns.name}"
+    if call.clause is Clause.FROM:
+        if call.ordinality:
+            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
+        lateral = "" if call.lateral else "LATERAL "
+        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
+        if isinstance(returns, PgType):
+            column = literals.identifier(call.from_alias or call.name)
+            return (
+                f"{lateral}(SELECT (jsonb_array_elements_text({found}))::{returns.name} AS {column}){alias}"
+            )
+        definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in returns)
+        return f"{lateral}(SELECT * FROM jsonb_to_recordset({found}) AS pgml_rows({definitions})){alias}"
+    if isinstance(returns, PgType):
+        return f"(jsonb_array_elements_text({found}))::{returns.name}"
+    if call.field is None:
+        raise FeatureNotSupported(
+            f"pgml.{call.name} with row-dependent arguments in the select list must select a field",
+            hint=f"Write (pgml.{call.name}(...)).<column> or move the call to FROM.",
+        )
+    _, column = _field(call, returns)
+    return f"(jsonb_array_elements({found}) ->> {literals.quote(column.name)})::{column.type.name}"

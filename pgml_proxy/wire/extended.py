@@ -1,0 +1,103 @@
+"""Extended-protocol messages the proxy reads or rewrites: Parse, Bind, Describe/Close, ParameterDescription."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pgml_proxy.wire import codes
+from pgml_proxy.wire.framing import cstring, message, read_cstring
+
+PARAMETER_DESCRIPTION = ord("t")
+
+
+@dataclass(frozen=True, slots=True)
+class Parse:
+    statement: str
+    query: str
+    param_types: tuple[int, ...]
+
+    @classmethod
+    def decode(cls, body: bytes) -> Parse:
+        statement, pos = read_cstring(body, 0)
+        query, pos = read_cstring(body, pos)
+        (count,) = struct.unpack_from("!H", body, pos)
+        types = struct.unpack_from(f"!{count}I", body, pos + 2)
+        return cls(statement, query, types)
+
+    def encode(self) -> bytes:
+        types = struct.pack(f"!H{len(self.param_types)}I", len(self.param_types), *self.param_types)
+        return message(codes.PARSE, cstring(self.statement) + cstring(self.query) + types)
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    portal: str
+    statement: str
+    param_formats: tuple[int, ...]
+    values: tuple[bytes | None, ...]
+    result_formats: tuple[int, ...]
+
+    @classmethod
+    def decode(cls, body: bytes) -> Bind:
+        portal, pos = read_cstring(body, 0)
+        statement, pos = read_cstring(body, pos)
+        (count,) = struct.unpack_from("!H", body, pos)
+        formats = struct.unpack_from(f"!{count}H", body, pos + 2)
+        pos += 2 + 2 * count
+        (count,) = struct.unpack_from("!H", body, pos)
+        pos += 2
+        values: list[bytes | None] = []
+        for _ in range(count):
+            (size,) = struct.unpack_from("!i", body, pos)
+            pos += 4
+            if size < 0:
+                values.append(None)
+            else:
+                values.append(bytes(body[pos : pos + size]))
+                pos += size
+        (count,) = struct.unpack_from("!H", body, pos)
+        results = struct.unpack_from(f"!{count}H", body, pos + 2)
+        return cls(portal, statement, formats, tuple(values), results)
+
+    def format_of(self, index: int) -> int:
+        """The format code of parameter ``index``: none given means text, one given applies to all."""
+        if not self.param_formats:
+            return 0
+        return self.param_formats[0] if len(self.param_formats) == 1 else self.param_formats[index]
+
+    def with_extra_text_values(self, extra: list[str | None]) -> bytes:
+        """This Bind with more parameters appended, in text format, the client's formats kept."""
+        values = [*self.values, *(None if v is None else v.encode() for v in extra)]
+        formats = [self.format_of(i) for i in range(len(self.values))] + [0] * len(extra)
+        parts = [
+            cstring(self.portal),
+            cstring(self.statement),
+            struct.pack(f"!H{len(formats)}H", len(formats), *formats),
+        ]
+        parts.append(struct.pack("!H", len(values)))
+        for value in values:
+            parts.append(b"\xff\xff\xff\xff" if value is None else struct.pack("!i", len(value)) + value)
+        parts.append(
+            struct.pack(f"!H{len(self.result_formats)}H", len(self.result_formats), *self.result_formats)
+        )
+        return message(codes.BIND, b"".join(parts))
+
+
+def target(body: bytes) -> tuple[str, str]:
+    """Describe and Close: ('S' or 'P', name)."""
+    name, _ = read_cstring(body, 1)
+    return chr(body[0]), name
+
+
+def describe_statement(name: str) -> bytes:
+    return message(codes.DESCRIBE, b"S" + cstring(name))
+
+
+def parameter_types(body: bytes) -> tuple[int, ...]:
+    (count,) = struct.unpack_from("!H", body)
+    return struct.unpack_from(f"!{count}I", body, 2)
+
+
+def parameter_description(types: tuple[int, ...]) -> bytes:
+    return message(PARAMETER_DESCRIPTION, struct.pack(f"!H{len(types)}I", len(types), *types))
