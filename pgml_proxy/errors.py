@@ -74,3 +74,7 @@ class UndefinedObject(ProxyError):
 
 class InternalError(ProxyError):
     sqlstate = "XX000"
+
+
+class SqlSyntaxError(ProxyError):
+    sqlstate = "42601"

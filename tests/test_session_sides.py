@@ -116,10 +116,26 @@ def test_client_side_hands_back_a_query_that_mentions_pgml_and_keeps_the_rest():
     before = message(codes.QUERY, b"select 1\x00")
     pgml = message(codes.QUERY, b"select PGML.version()\x00")
     after = message(codes.QUERY, b"select 2\x00")
-    assert side.feed(before + pgml + after) == (before, b"select PGML.version()\x00")
+    assert side.feed(before + pgml + after) == (before, (codes.QUERY, b"select PGML.version()\x00"))
     assert side.requests == 3  # the startup, and the two queries up to the intercepted one
     assert side.feed(b"") == (after, None)
     assert side.requests == 4
+
+
+def test_client_side_hands_back_statement_messages_while_tracking():
+    side = ClientSide()
+    side.authenticated()
+    parse = message(codes.PARSE, b"s1\x00select pgml.version()\x00\x00\x00")
+    plain_parse = message(codes.PARSE, b"s2\x00select 1\x00\x00\x00")
+    bind = message(codes.BIND, b"\x00s1\x00\x00\x00\x00\x00\x00\x00")
+    sync = message(codes.SYNC, b"")
+    assert side.feed(plain_parse + parse + bind + sync) == (plain_parse, (codes.PARSE, parse[5:]))
+    assert side.feed(b"") == (bind + sync, None)  # not tracking: a Bind is relayed untouched
+    side.track_statements(True)
+    assert side.feed(plain_parse + bind) == (b"", (codes.PARSE, plain_parse[5:]))
+    assert side.feed(b"") == (b"", (codes.BIND, bind[5:]))
+    side.track_statements(False)
+    assert side.feed(bind) == (bind, None)
 
 
 def test_client_may_only_send_password_messages_while_authenticating():

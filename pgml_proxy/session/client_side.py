@@ -8,19 +8,30 @@ from pgml_proxy.wire.framing import MessageScanner
 
 # Each of these is answered by exactly one ReadyForQuery, which is how the proxy knows a session is idle.
 _ANSWERED_BY_READY = frozenset((codes.QUERY, codes.SYNC, codes.FUNCTION_CALL))
-_WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE}
+_WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE, codes.PARSE}
+# While the session holds prepared statements that call pgml, every message naming a statement matters.
+_STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE))
+
+Intercepted = tuple[int, bytes]
+"""A message the session handles itself: its type byte and body."""
 
 
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_scanner", "requests", "terminated")
+    __slots__ = ("_scanner", "_tracking", "requests", "terminated")
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
         # The StartupMessage itself is answered by the first ReadyForQuery.
         self.requests = 1
         self.terminated = False
+        self._tracking = False
+
+    def track_statements(self, on: bool) -> None:
+        """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
+        self._tracking = on
+        self._scanner.watched = _WATCHED | _STATEMENT_MESSAGES if on else _WATCHED
 
     def authenticated(self) -> None:
         """From now on the client may send the whole frontend vocabulary, but no more password messages."""
@@ -30,12 +41,12 @@ class ClientSide:
     def mid_message(self) -> bool:
         return self._scanner.has_partial
 
-    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
-        """Take bytes from the client; return those to forward upstream, and a Query to intercept.
+    def feed(self, data: bytes) -> tuple[bytes, Intercepted | None]:
+        """Take bytes from the client; return those to forward upstream, and a message to intercept.
 
-        A Query whose text mentions ``pgml`` is handed back on its own; whatever followed it stays
-        unscanned until the next call, so the messages after it keep their order. Raises
-        ProtocolViolation.
+        A Query or Parse whose text mentions ``pgml`` (and, while statements are tracked, any message
+        naming a statement) is handed back on its own; whatever followed it stays unscanned until the
+        next call, so the messages after it keep their order. Raises ProtocolViolation.
         """
         chunk, frames = self._scanner.feed(data)
         for kind, start, end in frames:
@@ -43,8 +54,11 @@ class ClientSide:
                 # Like the server, ignore anything a client sends after Terminate.
                 self.terminated = True
                 return chunk[: start - 5], None
-            self.requests += 1
-            if kind == codes.QUERY and mentions_pgml(memoryview(chunk)[start:end]):
+            if kind in _ANSWERED_BY_READY:
+                self.requests += 1
+            if (self._tracking and kind in _STATEMENT_MESSAGES) or (
+                kind in (codes.QUERY, codes.PARSE) and mentions_pgml(memoryview(chunk)[start:end])
+            ):
                 self._scanner.push_back(chunk[end:])
-                return chunk[: start - 5], chunk[start:end]
+                return chunk[: start - 5], (kind, chunk[start:end])
         return chunk, None

@@ -24,18 +24,22 @@ from pgml_proxy.errors import (
 )
 from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.flow import ReadGate
+from pgml_proxy.session.interceptor import PreparedPgml
 from pgml_proxy.session.side_query import (
     SideQueryFailed,
     SideQueryReader,
     SideQueryResult,
     side_query_messages,
 )
-from pgml_proxy.session.upstream_side import UpstreamSide
+from pgml_proxy.session.upstream_side import MARKER_PREFIX, UpstreamSide
 from pgml_proxy.sql.literals import quote
+from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.upstream import open_upstream, send_cancel
+from pgml_proxy.wire import extended
 from pgml_proxy.wire.cancel import CancelKey
-from pgml_proxy.wire.codes import QUERY, READY_FOR_QUERY, TERMINATE
+from pgml_proxy.wire.codes import BIND, DESCRIBE, PARSE, QUERY, READY_FOR_QUERY, TERMINATE
 from pgml_proxy.wire.error_response import error_response
+from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.framing import message
 from pgml_proxy.wire.startup import (
     CancelRequest,
@@ -84,6 +88,8 @@ class Session:
         self._side_reader: SideQueryReader | None = None
         self._side_done: asyncio.Future[SideQueryResult] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
+        self._prepared: dict[str, PreparedPgml] = {}  # the client's statements that call pgml, by name
+        self._markers = 0
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -104,16 +110,18 @@ class Session:
             if self._intercepting:
                 self._held.append(data)
                 return
-            try:
-                out, query = self.client_side.feed(data)
-            except ProtocolViolation as error:
-                self.close(error)
-                return
-            if out:
-                self.upstream.write(out)  # type: ignore[union-attr]
-            if query is not None:
-                self._intercept(query)
-            elif self.client_side.terminated:
+            while True:
+                try:
+                    out, intercepted = self.client_side.feed(data)
+                except ProtocolViolation as error:
+                    self.close(error)
+                    return
+                if out:
+                    self.upstream.write(out)  # type: ignore[union-attr]
+                if intercepted is None or not self._dispatch(*intercepted):
+                    break
+                data = b""
+            if self.client_side.terminated:
                 self.close()
         elif self.phase is Phase.STARTUP:
             self._startup_buffer += data
@@ -261,13 +269,93 @@ class Session:
 
     # -- interception ------------------------------------------------------------------------------
 
-    def _intercept(self, query: bytes) -> None:
-        """Hold the client's stream while a Query that calls pgml functions is rewritten and sent."""
+    def _dispatch(self, kind: int, body: bytes) -> bool:
+        """Handle an intercepted message; False when it holds the stream until async work is done."""
+        if kind == QUERY:
+            self._hold(self._run_query(body))
+            return False
+        if kind == PARSE:
+            self._on_parse(body)
+        elif kind == BIND:
+            bind = Bind.decode(body)
+            prepared = self._prepared.get(bind.statement)
+            if prepared is not None:
+                self._hold(self._run_bind(prepared, bind))
+                return False
+            self.upstream.write(message(kind, body))  # type: ignore[union-attr]
+        else:  # Describe or Close
+            which, name = extended.target(body)
+            if which == "S" and kind == DESCRIBE:
+                prepared = self._prepared.get(name)
+                keep = prepared.client_params if prepared is not None else None
+                self.upstream_side.expect_parameter_description(self.client_side.requests, keep)  # type: ignore[union-attr]
+            elif which == "S":
+                self._forget_statement(name)
+            self.upstream.write(message(kind, body))  # type: ignore[union-attr]
+        return True
+
+    def _on_parse(self, body: bytes) -> None:
+        """A Parse that calls pgml goes upstream with the calls replaced by extra parameters."""
+        parse = Parse.decode(body)
+        self._forget_statement(parse.statement)
+        try:
+            prepared = self.server.interceptor.prepare(parse) if mentions_pgml(body) else None
+        except ProxyError as error:
+            self._fail_in_pipeline(error)
+            return
+        except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
+            log.exception("planning a prepared statement failed")
+            self._fail_in_pipeline(InternalError(f"pgml-proxy failed to prepare the statement: {exc}"))
+            return
+        if prepared is None:
+            self.upstream.write(message(PARSE, body))  # type: ignore[union-attr]
+            return
+        self._prepared[parse.statement] = prepared
+        self.client_side.track_statements(True)
+        self.upstream.write(prepared.parse.encode())  # type: ignore[union-attr]
+
+    def _forget_statement(self, name: str) -> None:
+        if self._prepared.pop(name, None) is not None and not self._prepared:
+            self.client_side.track_statements(False)
+
+    def _fail_in_pipeline(self, error: ProxyError) -> None:
+        """Fail at this point of the client's pipeline: the upstream fails here too (so it skips to Sync
+        and aborts a transaction block), and its error is swapped for ours on the way back."""
+        self._markers += 1
+        name = f"{MARKER_PREFIX}{self._markers}"
+        self.upstream_side.markers[name] = error_response(error)  # type: ignore[union-attr]
+        self.upstream.write(extended.describe_statement(name))  # type: ignore[union-attr]
+
+    def _hold(self, work: Coroutine[Any, Any, None]) -> None:
+        """Hold the client's stream while ``work`` runs; what follows keeps its place behind it."""
         self._intercepting = True
         self.client_gate.pause("intercepting")
-        self._run_step(self._run_interception(query))
+        self._run_step(self._then_resume(work))
 
-    async def _run_interception(self, query: bytes) -> None:
+    async def _then_resume(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        finally:
+            self._idle_waiter = None
+            self._intercepting = False
+        if self.phase is Phase.RELAY:
+            self.client_gate.resume("intercepting")
+            held = b"".join(self._held)
+            self._held.clear()
+            self.client_data(held)  # also scans what followed the intercepted message
+
+    async def _run_bind(self, prepared: PreparedPgml, bind: Bind) -> None:
+        try:
+            self.upstream.write(await self.server.interceptor.bind(prepared, bind))  # type: ignore[union-attr]
+        except ProxyError as error:
+            self._fail_in_pipeline(error)
+        except asyncio.CancelledError:
+            self._fail_in_pipeline(QueryCanceled("canceling statement due to user request"))
+        except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
+            log.exception("computing pgml parameters failed")
+            self._fail_in_pipeline(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
+
+    async def _run_query(self, query: bytes) -> None:
         try:
             if self.in_flight > 1:  # earlier requests first: side queries need an idle upstream
                 self._idle_waiter = asyncio.get_running_loop().create_future()
@@ -289,14 +377,6 @@ class Session:
         except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
             log.exception("interception failed")
             self._fail_statement(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
-        finally:
-            self._idle_waiter = None
-            self._intercepting = False
-        if self.phase is Phase.RELAY:
-            self.client_gate.resume("intercepting")
-            held = b"".join(self._held)
-            self._held.clear()
-            self.client_data(held)  # also scans what followed the intercepted Query
 
     async def side_query(self, sql: str) -> SideQueryResult:
         """Run one statement on this session's upstream connection; raise SideQueryFailed on its error."""

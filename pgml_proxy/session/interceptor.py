@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,15 +19,24 @@ from typing import Any, Protocol
 
 from pgml_engines import Engine, EngineConfig
 
-from pgml_proxy.errors import FeatureNotSupported
+from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyntaxError
 from pgml_proxy.functions.registry import Registry, ResolvedCall
 from pgml_proxy.functions.signatures import UNKNOWN, Argument
-from pgml_proxy.session.replacements import LiteralSlots, call_sql, lookup_sql, lookup_value, slot_texts
+from pgml_proxy.session.replacements import (
+    LiteralSlots,
+    ParameterSlots,
+    call_sql,
+    lookup_sql,
+    lookup_value,
+    slot_texts,
+)
 from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
-from pgml_proxy.sql.text import splice
+from pgml_proxy.sql.text import parameter_numbers, splice
+from pgml_proxy.wire.extended import Bind, Parse
+from pgml_proxy.wire.types import TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
 
 
 class SideChannel(Protocol):
@@ -99,18 +109,8 @@ class Interceptor:
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
         edits: list[tuple[int, int, str]] = []
         for index, call in enumerate(calls):
-            if call.parent is not None:
-                continue  # inside a call that is replaced whole
-            if call.field is not None and call.expr_span is not None:
-                # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
-                casts = "".join(f"::{cast}" for cast in call.casts)
-                edits.append((call.expr_span.start, call.expr_span.end, f"({done[index]}){casts}"))
-            else:
-                edits.append((call.span.start, call.span.end, done[index]))
-            if call.target_index is not None and call.alias is None and call.column_name and call.target_span:
-                # The column kept the function's name; a replacement would be named after its own parts.
-                end = call.target_span.end
-                edits.append((end, end, f" AS {literals.identifier(call.column_name)}"))
+            if call.parent is None:  # nested calls are inside a call that is replaced whole
+                edits += _call_edits(call, done[index])
         return edits
 
     async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
@@ -170,6 +170,149 @@ class Interceptor:
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
         return lookup_sql(call, signature, mapping, key)
 
+    def prepare(self, parse: Parse) -> PreparedPgml | None:
+        """Plan a Parse that mentions pgml; None when it calls nothing the proxy implements."""
+        statements = analyze(parse.query, self.registry.names, self._set_returning)
+        if not any(s.calls or s.strategy is Strategy.UNREACHABLE for s in statements):
+            return None
+        if len(statements) != 1:
+            raise SqlSyntaxError("cannot insert multiple commands into a prepared statement")
+        [statement] = statements
+        if statement.strategy is Strategy.UNREACHABLE:
+            raise FeatureNotSupported(statement.reason or "pgml functions cannot be used in this statement")
+        calls = statement.calls
+        declared = parse.param_types
+        client_params = max([len(declared), *parameter_numbers(parse.query)])
+        planned: list[_PlannedCall] = []
+        forced: dict[int, str] = {}  # client parameter -> the pgml parameter type it feeds
+        for index, call in enumerate(calls):
+            if call.strategy is Strategy.UNREACHABLE:
+                raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
+            if not call.constant:
+                raise FeatureNotSupported(
+                    f"pgml.{call.name} with arguments that depend on table rows is not supported "
+                    "under the extended query protocol yet",
+                    hint="Send the statement with the simple query protocol, or pass the values as parameters.",
+                )
+            sources = [
+                self._source(call, position, calls, planned, declared) for position in range(len(call.args))
+            ]
+            resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
+            for position, parameter in enumerate(resolved.signature.parameters):
+                argument_index = resolved.binding.sources[position]
+                param = sources[argument_index].param if argument_index is not None else None
+                if param is not None:
+                    forced.setdefault(param, parameter.type)
+            planned.append(_PlannedCall(index, call, resolved, tuple(sources)))
+        slots = ParameterSlots(client_params + 1)
+        edits: list[tuple[int, int, str]] = []
+        slotted: list[int] = []
+        for plan in planned:
+            call = plan.site
+            if call.parent is not None:
+                continue
+            slotted.append(plan.index)
+            replacement = call_sql(call, plan.resolved.signature, slots)
+            edits += _call_edits(call, replacement)
+        query = splice(parse.query, edits)
+        remaining = parameter_numbers(query)
+        types = [declared[i] if i < len(declared) else 0 for i in range(client_params)]
+        for param, type_name in forced.items():
+            if types[param] == 0 and (param + 1) not in remaining:
+                types[param] = TYPE_OIDS.get(type_name, 0)  # otherwise nothing would tell its type
+        final_sources = tuple(
+            _PlannedCall(
+                p.index,
+                p.site,
+                p.resolved,
+                tuple(
+                    _Source(src.literal, src.param, TYPE_NAMES.get(types[src.param], "text"), src.call)
+                    if src.param is not None
+                    else src
+                    for src in p.sources
+                ),
+            )
+            for p in planned
+        )
+        types += [0] * len(slots.types)  # the extra parameters are typed by their casts
+        return PreparedPgml(
+            Parse(parse.statement, query, tuple(types)), client_params, final_sources, tuple(slotted)
+        )
+
+    async def bind(self, prepared: PreparedPgml, bind: Bind) -> bytes:
+        """The client's Bind with the pgml results appended as the extra parameters."""
+        if len(bind.values) != prepared.client_params:
+            return bind.encode()  # the upstream reports the count mismatch as Postgres does
+        results: dict[int, Any] = {}
+        engine = await self.engine()
+        for plan in prepared.calls:
+            values = [self._bound_value(src, bind, results) for src in plan.sources]
+            [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
+        extra: list[str | None] = []
+        for index in prepared.slotted:
+            plan = next(p for p in prepared.calls if p.index == index)
+            extra += slot_texts(plan.site, plan.resolved.signature, results[index])
+        return bind.with_extra_text_values(extra)
+
+    @staticmethod
+    def _bound_value(src: _Source, bind: Bind, results: dict[int, Any]) -> Any:
+        if src.literal is not None:
+            return src.literal.value
+        if src.call is not None:
+            return results[src.call]
+        assert src.param is not None
+        raw = bind.values[src.param]
+        if raw is None:
+            return None
+        try:
+            return decode_parameter(src.param_type, bind.format_of(src.param), raw)
+        except (ValueError, UnicodeDecodeError, struct.error) as exc:
+            raise InvalidParameterValue(
+                f"cannot read parameter ${src.param + 1} as {src.param_type}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _source(
+        call: CallSite,
+        position: int,
+        calls: Sequence[CallSite],
+        planned: list[_PlannedCall],
+        declared: Sequence[int],
+    ) -> _Source:
+        argument = call.args[position]
+        children = [
+            p.index
+            for p in planned
+            if calls[p.index].parent is not None
+            and calls[p.index].span.start >= argument.span.start
+            and calls[p.index].span.end <= argument.span.end
+        ]
+        if children and calls[children[0]].span == argument.span:
+            return _Source(call=children[0])
+        local = _local_value(argument.literal)
+        if local is not None:
+            return _Source(literal=local)
+        if argument.param is not None and not argument.params[1:]:
+            number = argument.param
+            declared_type = (
+                TYPE_NAMES.get(declared[number - 1], "text") if number <= len(declared) else UNKNOWN
+            )
+            return _Source(param=number - 1, param_type=argument.cast or declared_type)
+        raise FeatureNotSupported(
+            f"pgml.{call.name}: under the extended query protocol an argument must be a literal, a parameter "
+            "or a pgml call",
+            hint="Compute the value in the client and pass it as a parameter.",
+        )
+
+    @staticmethod
+    def _source_type(src: _Source, planned: list[_PlannedCall]) -> str:
+        if src.literal is not None:
+            return src.literal.type
+        if src.call is not None:
+            returns = next(p for p in planned if p.index == src.call).resolved.signature.returns
+            return returns.name if isinstance(returns, PgType) else UNKNOWN
+        return src.param_type if src.param_type != "unknown" else UNKNOWN
+
     def _resolve(self, call: CallSite, types: Sequence[str]) -> ResolvedCall:
         return self.registry.resolve(
             call.name, [Argument(t, a.name) for t, a in zip(types, call.args, strict=True)]
@@ -191,6 +334,53 @@ class Interceptor:
                 type_name, value = row[2 * n], row[2 * n + 1]
                 values[position] = _Value(type_name or UNKNOWN, None if value is None else json.loads(value))
         return [values[i] for i in positions]  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a call argument's value comes from at Bind: a literal, a client parameter, or a nested call."""
+
+    literal: _Value | None = None
+    param: int | None = None  # 0-based
+    param_type: str = UNKNOWN
+    call: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedCall:
+    index: int
+    site: CallSite
+    resolved: ResolvedCall
+    sources: tuple[_Source, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPgml:
+    """A client's prepared statement that calls pgml functions, as the proxy planned it at Parse.
+
+    The upstream holds ``parse``: the statement with each call replaced by extra parameters numbered
+    after the client's. Every Bind computes the calls and supplies those parameters.
+    """
+
+    parse: Parse
+    client_params: int
+    calls: tuple[_PlannedCall, ...]
+    slotted: tuple[int, ...]  # outermost calls, in the order their parameters follow the client's
+
+
+def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
+    """Put ``replacement`` where the call was, keeping the column's name and any field access."""
+    if call.field is not None and call.expr_span is not None:
+        # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
+        casts = "".join(f"::{cast}" for cast in call.casts)
+        edits = [(call.expr_span.start, call.expr_span.end, f"({replacement}){casts}")]
+    else:
+        edits = [(call.span.start, call.span.end, replacement)]
+    if call.target_index is not None and call.alias is None and call.column_name and call.target_span:
+        # The column kept the function's name; a replacement would be named after its own parts.
+        end = call.target_span.end
+        edits.append((end, end, f" AS {literals.identifier(call.column_name)}"))
+    return edits
 
 
 def _with_replacements(sql: str, span: Span, calls: Sequence[CallSite], done: dict[int, str]) -> str:

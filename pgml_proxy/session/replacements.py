@@ -61,6 +61,20 @@ def array_text(texts: list[str | None]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+def is_from_item(call: CallSite) -> bool:
+    """The call is itself an item of a FROM list (``FROM pgml.chunk(...) c``), not inside one's arguments."""
+    level = call.level
+    if (
+        call.clause is not Clause.FROM
+        or call.parent is not None
+        or level is None
+        or call.source_index is None
+    ):
+        return False
+    source = level.sources[call.source_index]
+    return source.span.start == call.span.start or (source.lateral and source.span.start < call.span.start)
+
+
 def _field(call: CallSite, columns: tuple[Column, ...]) -> tuple[int, Column]:
     for position, column in enumerate(columns):
         if column.name == call.field:
@@ -73,8 +87,12 @@ def call_sql(call: CallSite, signature: Signature, slots: Slots) -> str:
     returns = signature.returns
     if not signature.set_returning:
         assert isinstance(returns, PgType)
+        if is_from_item(call):  # a scalar function in FROM is a one-row relation
+            alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
+            column = literals.identifier(call.from_alias or call.name)
+            return f"(SELECT {slots.value(returns.name)} AS {column}){alias}"
         return f"({slots.value(returns.name)})"
-    if call.clause is Clause.FROM:
+    if is_from_item(call):
         if call.ordinality:
             raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
         alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
@@ -102,7 +120,7 @@ def slot_texts(call: CallSite, signature: Signature, result: Any) -> list[str | 
         return [text_of(returns, result)]
     if isinstance(returns, PgType):
         return [array_text([text_of(returns, value) for value in result])]
-    if call.clause is not Clause.FROM and call.field is not None:
+    if not is_from_item(call) and call.field is not None:
         position, column = _field(call, returns)
         return [array_text([text_of(column.type, row[position]) for row in result])]
     return [array_text([text_of(c.type, row[i]) for row in result]) for i, c in enumerate(returns)]
@@ -136,14 +154,17 @@ def lookup_sql(call: CallSite, signature: Signature, results: dict[str, Any], ke
     )
     found = f"coalesce(({mapping}) -> ({key}), {missing})"
     returns = signature.returns
+    lateral = "" if call.lateral else "LATERAL "
+    alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
     if not signature.set_returning:
         assert isinstance(returns, PgType)
-        return f"(({found}) ->> 0)::{returns.name}"
-    if call.clause is Clause.FROM:
+        value = f"(({found}) ->> 0)::{returns.name}"
+        if is_from_item(call):
+            return f"{lateral}(SELECT {value} AS {literals.identifier(call.from_alias or call.name)}){alias}"
+        return value
+    if is_from_item(call):
         if call.ordinality:
             raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
-        lateral = "" if call.lateral else "LATERAL "
-        alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
         if isinstance(returns, PgType):
             column = literals.identifier(call.from_alias or call.name)
             return (

@@ -8,15 +8,22 @@ ErrorResponse are read on the way.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from pgml_proxy.wire import auth, codes
 from pgml_proxy.wire.cancel import CancelKey, parse_backend_key_data
-from pgml_proxy.wire.error_response import is_fatal
+from pgml_proxy.wire.error_response import MESSAGE, decode_fields, is_fatal
+from pgml_proxy.wire.extended import PARAMETER_DESCRIPTION, parameter_description, parameter_types
 from pgml_proxy.wire.framing import MessageScanner
 from pgml_proxy.wire.status import IDLE, negotiated_minor, parameter_status
 
-_READY_WATCHED = frozenset((codes.READY_FOR_QUERY, codes.PARAMETER_STATUS, codes.ERROR_RESPONSE))
+_READY_WATCHED = frozenset(
+    (codes.READY_FOR_QUERY, codes.PARAMETER_STATUS, codes.ERROR_RESPONSE, PARAMETER_DESCRIPTION)
+)
+MARKER_PREFIX = "pgml_proxy_error_"
+"""Statements by this name never exist: describing one makes the upstream fail right there, in order,
+and the session replaces that error with the one it means."""
 _STARTUP_WATCHED = _READY_WATCHED | {
     codes.AUTHENTICATION,
     codes.BACKEND_KEY_DATA,
@@ -31,8 +38,10 @@ class UpstreamSide:
     __slots__ = (
         "_issue_key",
         "_scanner",
+        "_trims",
         "authenticated",
         "closed_by_fatal",
+        "markers",
         "parameters",
         "protocol_minor",
         "proxy_key",
@@ -52,6 +61,13 @@ class UpstreamSide:
         self.upstream_key: CancelKey | None = None
         self.proxy_key: CancelKey | None = None
         self.closed_by_fatal = False
+        self.markers: dict[str, bytes] = {}
+        self._trims: deque[tuple[int, int | None]] = deque()
+
+    def expect_parameter_description(self, segment: int, keep: int | None) -> None:
+        """A Describe of a statement went upstream in the segment ending with ReadyForQuery ``segment + 1``;
+        ``keep`` parameters of its ParameterDescription are the client's (None: all)."""
+        self._trims.append((segment, keep))
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the upstream; return those to send to the client."""
@@ -59,9 +75,12 @@ class UpstreamSide:
         if not frames:
             return chunk
         if self.ready_count:
+            edits: list[tuple[int, int, bytes]] = []
             for kind, start, end in frames:
-                self._track(kind, chunk, start, end)
-            return chunk
+                replacement = self._track(kind, chunk, start, end)
+                if replacement is not None:
+                    edits.append((start - 5, end, replacement))
+            return _apply(chunk, edits) if edits else chunk
         return self._startup(chunk, frames)
 
     def answered_by_proxy(self, status: int) -> None:
@@ -69,15 +88,28 @@ class UpstreamSide:
         self.ready_count += 1
         self.transaction_status = status
 
-    def _track(self, kind: int, chunk: bytes, start: int, end: int) -> None:
+    def _track(self, kind: int, chunk: bytes, start: int, end: int) -> bytes | None:
+        """Note what a message says; return what the client should get instead, if anything."""
         if kind == codes.READY_FOR_QUERY:
             self.ready_count += 1
             self.transaction_status = chunk[start]
         elif kind == codes.PARAMETER_STATUS:
             name, value = parameter_status(chunk[start:end])
             self.parameters[name] = value
+        elif kind == PARAMETER_DESCRIPTION:
+            while self._trims and self._trims[0][0] < self.ready_count:
+                self._trims.popleft()  # its Describe was skipped after an error
+            keep = self._trims.popleft()[1] if self._trims else None
+            if keep is not None:
+                return parameter_description(parameter_types(chunk[start:end])[:keep])
+        elif self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
+            message = decode_fields(chunk[start:end]).get(MESSAGE, "")
+            for name in list(self.markers):
+                if f'"{name}"' in message:
+                    return self.markers.pop(name)
         elif is_fatal(chunk[start:end]):
             self.closed_by_fatal = True
+        return None
 
     def _startup(self, chunk: bytes, frames: list[tuple[int, int, int]]) -> bytes:
         """Relay the startup phase, swapping in the proxy's cancel key and removing channel binding."""
@@ -99,7 +131,7 @@ class UpstreamSide:
                 self.proxy_key = self._issue_key(self.protocol_minor)
                 replacement = self.proxy_key.backend_key_data()
             else:
-                self._track(kind, chunk, start, end)
+                replacement = self._track(kind, chunk, start, end)
             if replacement is not None:
                 out.append(chunk[pos : start - 5])
                 out.append(replacement)
@@ -110,3 +142,12 @@ class UpstreamSide:
             return chunk
         out.append(chunk[pos:])
         return b"".join(out)
+
+
+def _apply(chunk: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    out, pos = [], 0
+    for start, end, replacement in edits:
+        out += [chunk[pos:start], replacement]
+        pos = end
+    out.append(chunk[pos:])
+    return b"".join(out)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 import pglast
+import pglast.visitors
 from pglast import ast, parser
 from pglast.stream import RawStream
 
@@ -67,3 +68,20 @@ def canonical(sql: str) -> str:
     Raises ``pglast.parser.ParseError`` when ``sql`` does not parse.
     """
     return "\n".join(RawStream()(raw.stmt) for raw in pglast.parse_sql(sql))
+
+
+def parameter_numbers(sql: str) -> set[int]:
+    """The ``$n`` parameters a statement refers to (none when it does not parse)."""
+    try:
+        tree = pglast.parse_sql(sql)
+    except parser.ParseError:
+        return set()
+
+    numbers: set[int] = set()
+
+    class Collector(pglast.visitors.Visitor):
+        def visit_ParamRef(self, ancestors: object, node: ast.ParamRef) -> None:
+            numbers.add(node.number)
+
+    Collector()(tree)
+    return numbers

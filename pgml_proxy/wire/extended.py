@@ -60,6 +60,9 @@ class Bind:
         results = struct.unpack_from(f"!{count}H", body, pos + 2)
         return cls(portal, statement, formats, tuple(values), results)
 
+    def encode(self) -> bytes:
+        return self.with_extra_text_values([])
+
     def format_of(self, index: int) -> int:
         """The format code of parameter ``index``: none given means text, one given applies to all."""
         if not self.param_formats:
