@@ -97,9 +97,36 @@ async def test_overload_without_a_match_is_42883_at_prepare(conn):
     assert "Available:" in caught.value.hint
 
 
-async def test_row_dependent_call_is_refused_clearly_for_now(conn):
-    with pytest.raises(asyncpg.FeatureNotSupportedError):
-        await conn.fetch(f"select pgml.embed('{MODEL}', relname) from pg_class limit 1")
+async def test_row_dependent_calls_read_their_rows_with_the_clients_parameters(conn, reference):
+    await conn.execute("create temp table notes (id int, body text)")
+    await conn.executemany("insert into notes values ($1, $2)", [(1, "alpha"), (2, "beta"), (3, None)])
+    rows = await conn.fetch(
+        f"select id, pgml.embed('{MODEL}', body) as e from notes where id <= $1 order by id", 3
+    )
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[2]["e"] is None
+    assert np.allclose(rows[1]["e"], reference.encode(["beta"])[0], atol=1e-5)
+    statement = await conn.prepare(
+        "select n.id, c.chunk from notes n, pgml.chunk($1, n.body) c where n.id = $2 order by 1"
+    )
+    assert [p.name for p in statement.get_parameters()] == ["text", "int4"]
+    assert [tuple(r) for r in await statement.fetch("character", 1)] == [(1, "alpha")]
+    assert [tuple(r) for r in await statement.fetch("character", 2)] == [(2, "beta")]
+
+
+def test_row_dependent_calls_in_a_psycopg_pipeline(proxy):
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        conn.execute("create temp table items (id int, body text)")
+        conn.execute("insert into items values (1, 'one two'), (2, 'three')")
+        rows = conn.execute(
+            "select id, (pgml.chunk('character', body, %s::jsonb)).chunk from items order by id",
+            (json.dumps({"chunk_size": 3, "chunk_overlap": 0, "separator": " "}),),
+        ).fetchall()
+        assert rows == [(1, "one"), (1, "two"), (2, "three")]
+        with conn.pipeline():
+            first = conn.execute("select count(*) from items")
+            conn.execute(f"select pgml.embed('{MODEL}', body) from items")
+        assert first.fetchone() == (2,)
 
 
 def test_psycopg_default_cursor_and_pipeline(proxy, reference):
@@ -141,3 +168,33 @@ def test_sqlalchemy_text_query(proxy):
         )
         assert dims.scalar() == 384
     engine.dispose()
+
+
+def test_pipeline_error_before_a_row_dependent_call_is_the_only_error(proxy):
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        conn.execute("create temp table things (id int, body text)")
+        conn.execute("insert into things values (1, 'x')")
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.pipeline():
+            conn.execute("select 1 / 0")
+            skipped = conn.execute(f"select pgml.embed('{MODEL}', body) from things")
+        with pytest.raises(psycopg.ProgrammingError, match="no result"):
+            skipped.fetchall()
+        assert conn.execute("select count(*) from things").fetchone() == (1,)
+
+
+def test_row_dependent_call_after_pending_answers_in_one_pipeline(proxy):
+    """The side query's answer is picked out of a stream that still owes the client earlier results."""
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        conn.execute("create temp table pending (id int, body text)")
+        conn.execute("insert into pending values (1, 'a b'), (2, 'c')")
+        options = json.dumps({"chunk_size": 1, "chunk_overlap": 0, "separator": " "})
+        with conn.pipeline():
+            earlier = [conn.execute("select %s::int", (n,)) for n in range(5)]
+            chunks = conn.execute(
+                "select p.id, c.chunk from pending p, pgml.chunk('character', p.body, %s::jsonb) c order by 1, 2",
+                (options,),
+            )
+            later = conn.execute("select 'after'")
+        assert [c.fetchone() for c in earlier] == [(n,) for n in range(5)]
+        assert chunks.fetchall() == [(1, "a"), (1, "b"), (2, "c")]
+        assert later.fetchone() == ("after",)

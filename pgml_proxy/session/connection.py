@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgml_proxy.errors import (
@@ -26,9 +26,12 @@ from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.flow import ReadGate
 from pgml_proxy.session.interceptor import PreparedPgml
 from pgml_proxy.session.side_query import (
+    PipelineQueryReader,
     SideQueryFailed,
     SideQueryReader,
     SideQueryResult,
+    SideQuerySkipped,
+    pipeline_query_messages,
     side_query_messages,
 )
 from pgml_proxy.session.upstream_side import MARKER_PREFIX, UpstreamSide
@@ -282,7 +285,7 @@ class Session:
             if prepared is not None:
                 self._hold(self._run_bind(prepared, bind))
                 return False
-            self.upstream.write(message(kind, body))  # type: ignore[union-attr]
+            self._forward(message(kind, body))
         else:  # Describe or Close
             which, name = extended.target(body)
             if which == "S" and kind == DESCRIBE:
@@ -291,8 +294,11 @@ class Session:
                 self.upstream_side.expect_parameter_description(self.client_side.requests, keep)  # type: ignore[union-attr]
             elif which == "S":
                 self._forget_statement(name)
-            self.upstream.write(message(kind, body))  # type: ignore[union-attr]
+            self._forward(message(kind, body))
         return True
+
+    def _forward(self, data: bytes) -> None:
+        self.upstream.write(data)  # type: ignore[union-attr]
 
     def _on_parse(self, body: bytes) -> None:
         """A Parse that calls pgml goes upstream with the calls replaced by extra parameters."""
@@ -308,11 +314,11 @@ class Session:
             self._fail_in_pipeline(InternalError(f"pgml-proxy failed to prepare the statement: {exc}"))
             return
         if prepared is None:
-            self.upstream.write(message(PARSE, body))  # type: ignore[union-attr]
+            self._forward(message(PARSE, body))
             return
         self._prepared[parse.statement] = prepared
         self.client_side.track_statements(True)
-        self.upstream.write(prepared.parse.encode())  # type: ignore[union-attr]
+        self._forward(prepared.parse.encode())
 
     def _forget_statement(self, name: str) -> None:
         if self._prepared.pop(name, None) is not None and not self._prepared:
@@ -324,7 +330,7 @@ class Session:
         self._markers += 1
         name = f"{MARKER_PREFIX}{self._markers}"
         self.upstream_side.markers[name] = error_response(error)  # type: ignore[union-attr]
-        self.upstream.write(extended.describe_statement(name))  # type: ignore[union-attr]
+        self._forward(extended.describe_statement(name))
 
     def _hold(self, work: Coroutine[Any, Any, None]) -> None:
         """Hold the client's stream while ``work`` runs; what follows keeps its place behind it."""
@@ -346,7 +352,13 @@ class Session:
 
     async def _run_bind(self, prepared: PreparedPgml, bind: Bind) -> None:
         try:
-            self.upstream.write(await self.server.interceptor.bind(prepared, bind))  # type: ignore[union-attr]
+            self._forward(await self.server.interceptor.bind(prepared, bind, self))
+        except SideQuerySkipped:
+            self._forward(bind.encode())  # skipped too, like everything after the client's error
+        except SideQueryFailed as failure:
+            # The upstream now skips to the client's Sync; the client hears why, in place of this Bind.
+            self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
+            self._forward(bind.encode())
         except ProxyError as error:
             self._fail_in_pipeline(error)
         except asyncio.CancelledError:
@@ -367,7 +379,7 @@ class Session:
                 if status not in (IDLE, IN_TRANSACTION)
                 else await self.server.interceptor.rewrite(sql, self)
             )
-            self.upstream.write(message(QUERY, rewritten.encode() + b"\x00"))  # type: ignore[union-attr]
+            self._forward(message(QUERY, rewritten.encode() + b"\x00"))
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
         except ProxyError as error:
@@ -378,23 +390,40 @@ class Session:
             log.exception("interception failed")
             self._fail_statement(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
 
-    async def side_query(self, sql: str) -> SideQueryResult:
-        """Run one statement on this session's upstream connection; raise SideQueryFailed on its error."""
-        self._side_reader = SideQueryReader()
+    async def side_query(
+        self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
+    ) -> SideQueryResult:
+        """Run one statement on this session's upstream connection; raise SideQueryFailed on its error.
+
+        With ``bind`` it runs inside the client's pipeline, with the client's parameter values.
+        """
+        reader: SideQueryReader | PipelineQueryReader
+        if bind is None:
+            request, reader = side_query_messages(sql), SideQueryReader()
+        else:
+            self._markers += 1
+            tag = f"pgml_proxy_rows_{self._markers}"
+            request, reader = pipeline_query_messages(sql, bind, param_types, tag), PipelineQueryReader(tag)
+        self._side_reader = reader
         self._side_done = asyncio.get_running_loop().create_future()
-        self.upstream.write(side_query_messages(sql))  # type: ignore[union-attr]
+        self.upstream.write(request)  # type: ignore[union-attr]
         result = await self._side_done
+        if isinstance(reader, PipelineQueryReader) and reader.skipped:
+            raise SideQuerySkipped
         if result.error is not None:
             raise SideQueryFailed(result)
         return result
 
     def _side_data(self, data: bytes) -> None:
         reader = self._side_reader
-        reader.feed(data)  # type: ignore[union-attr]
-        if reader.done:  # type: ignore[union-attr]
+        assert reader is not None
+        theirs = reader.feed(data)  # a pipeline side query shares the stream with the client's answers
+        if reader.done:
             self._side_reader = None
             if self._side_done is not None and not self._side_done.done():
-                self._side_done.set_result(reader.result)  # type: ignore[union-attr]
+                self._side_done.set_result(reader.result)
+        if theirs:
+            self.upstream_data(theirs)
 
     def _answer_from_side(self, result: SideQueryResult) -> None:
         """The side query's error is the statement's error; its ReadyForQuery answers the client."""
@@ -406,7 +435,7 @@ class Session:
         side = self.upstream_side
         if side is not None and side.transaction_status == IN_TRANSACTION:
             # The upstream raises the same error itself, aborting its transaction block as the client expects.
-            self.upstream.write(message(QUERY, raise_statement(error).encode() + b"\x00"))  # type: ignore[union-attr]
+            self._forward(message(QUERY, raise_statement(error).encode() + b"\x00"))
             return
         self.client.write(error_response(error) + _ready(IDLE))
         if side is not None:

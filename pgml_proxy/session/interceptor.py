@@ -34,13 +34,15 @@ from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
-from pgml_proxy.sql.text import parameter_numbers, splice
+from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.types import TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
 
 
 class SideChannel(Protocol):
-    async def side_query(self, sql: str) -> SideQueryResult: ...
+    async def side_query(
+        self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
+    ) -> SideQueryResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class Interceptor:
             raise FeatureNotSupported(
                 f"pgml.{call.name} with volatile arguments cannot be evaluated once per row"
             )
-        key = "jsonb_build_array(" + ", ".join(f"({texts[i]})" for i in dependent) + ")::text"
+        key = _key_of(texts[i] for i in dependent)
         types = ", ".join(f"pg_typeof(({texts[i]}))::text" for i in dependent)
         fetched = await channel.side_query(_fetch_query(sql, call, calls, done, key, types))
         fixed = await self._evaluate(call, texts, constant, channel)
@@ -168,7 +170,7 @@ class Interceptor:
         results = await self.registry.call(await self.engine(), resolved, argument_rows) if keys else []
         signature = resolved.signature
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
-        return lookup_sql(call, signature, mapping, key)
+        return lookup_sql(call, signature, literals.typed(json.dumps(mapping), "jsonb"), key)
 
     def prepare(self, parse: Parse) -> PreparedPgml | None:
         """Plan a Parse that mentions pgml; None when it calls nothing the proxy implements."""
@@ -188,22 +190,21 @@ class Interceptor:
         for index, call in enumerate(calls):
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
-            if not call.constant:
-                raise FeatureNotSupported(
-                    f"pgml.{call.name} with arguments that depend on table rows is not supported "
-                    "under the extended query protocol yet",
-                    hint="Send the statement with the simple query protocol, or pass the values as parameters.",
-                )
+            dependent = tuple(i for i, a in enumerate(call.args) if not a.constant)
             sources = [
-                self._source(call, position, calls, planned, declared) for position in range(len(call.args))
+                _Source(literal=_Value(UNKNOWN, None))
+                if position in dependent
+                else self._source(call, position, calls, planned, declared)
+                for position in range(len(call.args))
             ]
             resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
+            fetch = self._fetch_for_bind(parse.query, call, calls, dependent) if dependent else None
             for position, parameter in enumerate(resolved.signature.parameters):
                 argument_index = resolved.binding.sources[position]
                 param = sources[argument_index].param if argument_index is not None else None
                 if param is not None:
                     forced.setdefault(param, parameter.type)
-            planned.append(_PlannedCall(index, call, resolved, tuple(sources)))
+            planned.append(_PlannedCall(index, call, resolved, tuple(sources), fetch, dependent))
         slots = ParameterSlots(client_params + 1)
         edits: list[tuple[int, int, str]] = []
         slotted: list[int] = []
@@ -212,7 +213,15 @@ class Interceptor:
             if call.parent is not None:
                 continue
             slotted.append(plan.index)
-            replacement = call_sql(call, plan.resolved.signature, slots)
+            if plan.fetch is None:
+                replacement = call_sql(call, plan.resolved.signature, slots)
+            else:
+                replacement = lookup_sql(
+                    call,
+                    plan.resolved.signature,
+                    slots.value("jsonb"),
+                    _key(call, plan.dependent, parse.query),
+                )
             edits += _call_edits(call, replacement)
         query = splice(parse.query, edits)
         remaining = parameter_numbers(query)
@@ -231,6 +240,8 @@ class Interceptor:
                     else src
                     for src in p.sources
                 ),
+                p.fetch,
+                p.dependent,
             )
             for p in planned
         )
@@ -239,20 +250,61 @@ class Interceptor:
             Parse(parse.statement, query, tuple(types)), client_params, final_sources, tuple(slotted)
         )
 
-    async def bind(self, prepared: PreparedPgml, bind: Bind) -> bytes:
-        """The client's Bind with the pgml results appended as the extra parameters."""
+    async def bind(self, prepared: PreparedPgml, bind: Bind, channel: SideChannel | None = None) -> bytes:
+        """The client's Bind with the pgml results appended as the extra parameters.
+
+        Row-dependent calls read their distinct argument tuples through ``channel`` with the client's
+        own parameter values bound, so a ``WHERE id = $1`` narrows them exactly as it narrows the rows.
+        """
         if len(bind.values) != prepared.client_params:
             return bind.encode()  # the upstream reports the count mismatch as Postgres does
         results: dict[int, Any] = {}
         engine = await self.engine()
         for plan in prepared.calls:
             values = [self._bound_value(src, bind, results) for src in plan.sources]
-            [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
+            if plan.fetch is None:
+                [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
+                continue
+            assert channel is not None
+            fetched = await channel.side_query(plan.fetch, bind, prepared.parse.param_types)
+            rows = []
+            for row in fetched.rows:
+                arguments = list(values)
+                for position, value in zip(plan.dependent, json.loads(row[0] or "[]"), strict=True):
+                    arguments[position] = value
+                rows.append(arguments)
+            computed = await self.registry.call(engine, plan.resolved, rows) if rows else []
+            signature = plan.resolved.signature
+            mapping = {
+                row[0]: lookup_value(signature, r) for row, r in zip(fetched.rows, computed, strict=True)
+            }
+            results[plan.index] = json.dumps(mapping)
         extra: list[str | None] = []
         for index in prepared.slotted:
             plan = next(p for p in prepared.calls if p.index == index)
-            extra += slot_texts(plan.site, plan.resolved.signature, results[index])
+            if plan.fetch is not None:
+                extra.append(results[index])
+            else:
+                extra += slot_texts(plan.site, plan.resolved.signature, results[index])
         return bind.with_extra_text_values(extra)
+
+    def _fetch_for_bind(
+        self, sql: str, call: CallSite, calls: Sequence[CallSite], dependent: tuple[int, ...]
+    ) -> str:
+        if any(c.parent is not None and calls[c.parent] is call for c in calls) or call.parent is not None:
+            raise FeatureNotSupported(
+                f"pgml.{call.name}: nested pgml calls with row-dependent arguments are not supported "
+                "under the extended query protocol yet",
+                hint="Send the statement with the simple query protocol.",
+            )
+        fetch = _fetch_query(sql, call, calls, {}, _key(call, dependent, sql), "")
+        if mentions_pgml(fetch.encode()):
+            raise FeatureNotSupported(
+                f"pgml.{call.name}: its rows come from another pgml call, which is not supported under the "
+                "extended query protocol yet",
+                hint="Send the statement with the simple query protocol.",
+            )
+        return fetch
 
     @staticmethod
     def _bound_value(src: _Source, bind: Bind, results: dict[int, Any]) -> Any:
@@ -351,7 +403,9 @@ class _PlannedCall:
     index: int
     site: CallSite
     resolved: ResolvedCall
-    sources: tuple[_Source, ...]
+    sources: tuple[_Source, ...]  # for row-dependent positions, a placeholder filled per argument tuple
+    fetch: str | None = None  # row-dependent: the query for the distinct argument tuples
+    dependent: tuple[int, ...] = ()  # row-dependent: the argument positions that vary per row
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +420,20 @@ class PreparedPgml:
     client_params: int
     calls: tuple[_PlannedCall, ...]
     slotted: tuple[int, ...]  # outermost calls, in the order their parameters follow the client's
+
+    @property
+    def reads_rows(self) -> bool:
+        """Some call needs the distinct argument tuples of its rows, fetched at each Bind."""
+        return any(p.fetch is not None for p in self.calls)
+
+
+def _key_of(texts: Iterable[str]) -> str:
+    """The SQL naming a row's argument tuple: the same text in the fetch and in the lookup."""
+    return "jsonb_build_array(" + ", ".join(f"({text})" for text in texts) + ")::text"
+
+
+def _key(call: CallSite, dependent: Sequence[int], sql: str) -> str:
+    return _key_of(call.args[i].span.text(sql) for i in dependent)
 
 
 def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
@@ -419,7 +487,8 @@ def _fetch_query(
         raise FeatureNotSupported(f"pgml.{call.name}: cannot tell which rows its arguments come from")
     prefix = f"{level.with_clause.text(sql)} " if level.with_clause else ""
     condition = f" WHERE {where.text(sql)}" if where is not None else ""
-    return f"{prefix}SELECT DISTINCT {key}, {types} FROM {', '.join(items)}{condition}"
+    columns = f"{key}, {types}" if types else key
+    return f"{prefix}SELECT DISTINCT {columns} FROM {', '.join(items)}{condition}"
 
 
 def _local_value(literal: Literal | None) -> _Value | None:

@@ -8,7 +8,6 @@ becomes a lookup of its row's result in a jsonb object.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -144,10 +143,10 @@ def lookup_value(signature: Signature, result: Any) -> Any:
     ]
 
 
-def lookup_sql(call: CallSite, signature: Signature, results: dict[str, Any], key: str) -> str:
-    """The expression that finds this row's result; a row whose arguments changed since they were fetched
-    fails loudly (22P02 naming them) instead of reading NULL."""
-    mapping = literals.typed(json.dumps(results), "jsonb")
+def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> str:
+    """The expression that finds this row's result in ``mapping`` (SQL for the jsonb object of results
+    keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly (22P02
+    naming them) instead of reading NULL."""
     missing = (
         f"to_jsonb((E'pgml-proxy: arguments changed while pgml.{call.name} ran, retry the statement: '"
         f" || {key})::int)"

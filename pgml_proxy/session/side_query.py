@@ -8,32 +8,78 @@ never reaches the client, except an error, which is the client's error too.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from pgml_proxy.sql.literals import identifier
+from pgml_proxy.sql.text import parameter_numbers
 from pgml_proxy.wire import codes
+from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.framing import MessageScanner, cstring, message
 
 SIDE_NAME: Final = "pgml_proxy_side"
+TEXT_OID: Final = 25
+BYTEA_OID: Final = 17
+CLOSE_COMPLETE: Final = ord("3")
+PARSE_COMPLETE: Final = ord("1")
+BIND_COMPLETE: Final = ord("2")
+ROW_DESCRIPTION: Final = ord("T")
 _WATCHED: Final = frozenset(
-    (ord("D"), codes.ERROR_RESPONSE, codes.READY_FOR_QUERY, codes.NOTICE_RESPONSE, codes.PARAMETER_STATUS)
+    (
+        ord("D"),
+        codes.ERROR_RESPONSE,
+        codes.READY_FOR_QUERY,
+        codes.NOTICE_RESPONSE,
+        codes.PARAMETER_STATUS,
+        CLOSE_COMPLETE,
+    )
 )
 
 
 def side_query_messages(sql: str) -> bytes:
     """Parse, Bind, Execute and Close of one statement with text results, then Sync.
 
-    Sync is right only while the client has nothing in flight (its own implicit transaction would end);
-    the session runs side queries only then.
+    Sync is right only while the client has nothing in flight (its own implicit transaction would
+    end); the session runs these only then.
     """
     name = cstring(SIDE_NAME)
     return b"".join(
         (
-            message(codes.PARSE, name + cstring(sql) + struct.pack("!H", 0)),
-            message(codes.BIND, name + name + struct.pack("!HHH", 0, 0, 0)),
+            Parse(SIDE_NAME, sql, ()).encode(),
+            message(codes.BIND, name + name + b"\x00\x00\x00\x00\x00\x00"),
             message(codes.EXECUTE, name + struct.pack("!I", 0)),
             message(codes.CLOSE, b"S" + name),
             message(codes.SYNC, b""),
+        )
+    )
+
+
+def pipeline_query_messages(sql: str, bind: Bind, param_types: Sequence[int], tag: str) -> bytes:
+    """A side query inside the client's pipeline: the client's own parameter values, Flush not Sync.
+
+    Its answer is told apart from the answers still owed to the client by its RowDescription, whose one
+    column is named ``tag``; the statement and portal are closed again, since a transaction block would
+    otherwise keep the portal's name taken.
+    """
+    referenced = parameter_numbers(sql)
+    types = tuple(
+        (param_types[i] if i < len(param_types) else 0)
+        if i + 1 in referenced
+        else (BYTEA_OID if bind.format_of(i) else TEXT_OID)  # unused here, but it must have a type
+        for i in range(len(bind.values))
+    )
+    tagged = f"SELECT pgml_side.pgml_value AS {identifier(tag)} FROM ({sql}) AS pgml_side(pgml_value)"
+    name = cstring(SIDE_NAME)
+    return b"".join(
+        (
+            Parse(SIDE_NAME, tagged, types).encode(),
+            message(codes.BIND, name + name + bind.parameters_part() + struct.pack("!H", 0)),
+            message(codes.DESCRIBE, b"P" + name),
+            message(codes.EXECUTE, name + struct.pack("!I", 0)),
+            message(codes.CLOSE, b"P" + name),
+            message(codes.CLOSE, b"S" + name),
+            message(codes.FLUSH, b""),
         )
     )
 
@@ -84,6 +130,69 @@ def _data_row(body: bytes) -> list[str | None]:
             values.append(body[pos : pos + size].decode())
             pos += size
     return values
+
+
+class PipelineQueryReader:
+    """Reads the answer to :func:`pipeline_query_messages` out of the stream the client is owed.
+
+    Until the side query's tagged RowDescription shows up, messages belong to the client and pass
+    through — except ParseComplete and BindComplete, held back since the last two before the tag are the
+    side query's own. An ErrorResponse before the tag means the client's pipeline failed first: the
+    upstream skips the side query, and the error is the client's.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self._scanner = MessageScanner(frozenset())
+        self._tag = cstring(tag)
+        self._held: list[bytes] = []
+        self._started = False
+        self._closes = 0
+        self.result = SideQueryResult()
+        self.done = False
+        self.skipped = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Take upstream bytes; return those that are the client's."""
+        chunk, _ = self._scanner.feed(data)
+        passthrough: list[bytes] = []
+        pos = 0
+        while pos < len(chunk) and not self.done:
+            kind, length = struct.unpack_from("!BI", chunk, pos)
+            end = pos + 1 + length
+            whole, body = chunk[pos:end], chunk[pos + 5 : end]
+            pos = end
+            if self._started:
+                self._own(kind, whole, body)
+            elif kind in (PARSE_COMPLETE, BIND_COMPLETE):
+                self._held.append(whole)
+            elif kind == ROW_DESCRIPTION and self._tag in body:
+                passthrough += self._held[:-2]  # the last two are the side query's Parse and Bind
+                self._held.clear()
+                self._started = True
+            else:
+                passthrough += [*self._held, whole]
+                self._held.clear()
+                if kind == codes.ERROR_RESPONSE:
+                    self.done = self.skipped = True
+        if self.done:
+            passthrough += [*self._held, chunk[pos:], self._scanner.drain()]
+        return b"".join(passthrough)
+
+    def _own(self, kind: int, whole: bytes, body: bytes) -> None:
+        if kind == ord("D"):
+            self.result.rows.append(_data_row(body))
+        elif kind == codes.ERROR_RESPONSE:
+            self.result.error = whole  # the upstream now skips to the client's Sync
+            self.done = True
+        elif kind == CLOSE_COMPLETE:
+            self._closes += 1
+            self.done = self._closes == 2
+        elif kind in (codes.NOTICE_RESPONSE, codes.PARAMETER_STATUS):
+            self.result.passthrough.append(whole)
+
+
+class SideQuerySkipped(Exception):
+    """The client's pipeline had already failed, so the upstream skipped the side query."""
 
 
 class SideQueryFailed(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgml_proxy.wire import codes
@@ -69,22 +70,22 @@ class Bind:
             return 0
         return self.param_formats[0] if len(self.param_formats) == 1 else self.param_formats[index]
 
-    def with_extra_text_values(self, extra: list[str | None]) -> bytes:
+    def with_extra_text_values(self, extra: Sequence[str | None]) -> bytes:
         """This Bind with more parameters appended, in text format, the client's formats kept."""
+        results = struct.pack(
+            f"!H{len(self.result_formats)}H", len(self.result_formats), *self.result_formats
+        )
+        head = cstring(self.portal) + cstring(self.statement)
+        return message(codes.BIND, head + self.parameters_part(extra) + results)
+
+    def parameters_part(self, extra: Sequence[str | None] = ()) -> bytes:
+        """The format codes and values section of a Bind, with ``extra`` text values appended."""
         values = [*self.values, *(None if v is None else v.encode() for v in extra)]
         formats = [self.format_of(i) for i in range(len(self.values))] + [0] * len(extra)
-        parts = [
-            cstring(self.portal),
-            cstring(self.statement),
-            struct.pack(f"!H{len(formats)}H", len(formats), *formats),
-        ]
-        parts.append(struct.pack("!H", len(values)))
+        parts = [struct.pack(f"!H{len(formats)}H", len(formats), *formats), struct.pack("!H", len(values))]
         for value in values:
             parts.append(b"\xff\xff\xff\xff" if value is None else struct.pack("!i", len(value)) + value)
-        parts.append(
-            struct.pack(f"!H{len(self.result_formats)}H", len(self.result_formats), *self.result_formats)
-        )
-        return message(codes.BIND, b"".join(parts))
+        return b"".join(parts)
 
 
 def target(body: bytes) -> tuple[str, str]:

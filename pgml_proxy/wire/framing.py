@@ -42,6 +42,11 @@ class MessageScanner:
         """True while a message has begun arriving but is not complete."""
         return bool(self._pending)
 
+    def drain(self) -> bytes:
+        """Hand over the bytes of a message still arriving, so another scanner can take the stream on."""
+        pending, self._pending, self._need = bytes(self._pending), bytearray(), 0
+        return pending
+
     def push_back(self, data: bytes) -> None:
         """Return complete-but-unprocessed bytes to the front of the stream, to be scanned again later."""
         self._pending[:0] = data
