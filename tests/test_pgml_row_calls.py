@@ -151,3 +151,18 @@ def test_row_dependent_call_inside_a_transaction_sees_its_own_writes(proxy, curs
 def test_volatile_arguments_are_refused(cursor):
     with pytest.raises(psycopg.errors.FeatureNotSupported):
         cursor.execute(f"select pgml.embed('{MODEL}', body || random()::text) from {cursor.table}")
+
+
+def test_cancel_stops_engine_work_promptly(proxy):
+    import threading
+    import time
+
+    with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
+        timer = threading.Timer(1.0, conn.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as caught:
+            conn.execute(f"select pgml.embed('{MODEL}', 'sentence ' || g) from generate_series(1, 20000) g")
+        assert caught.value.sqlstate == "57014"
+        assert time.monotonic() - started < 10  # far less than embedding 20,000 sentences takes
+        assert conn.execute("select 'usable'").fetchone() == ("usable",)
