@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 import ssl
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgml_proxy.errors import (
@@ -351,44 +351,33 @@ class Session:
             self.client_data(held)  # also scans what followed the intercepted message
 
     async def _run_bind(self, prepared: PreparedPgml, bind: Bind) -> None:
-        try:
-            self._forward(await self.server.interceptor.bind(prepared, bind, self))
-        except SideQuerySkipped:
-            self._forward(bind.encode())  # skipped too, like everything after the client's error
-        except SideQueryFailed as failure:
-            # The upstream now skips to the client's Sync; the client hears why, in place of this Bind.
-            self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
-            self._forward(bind.encode())
-        except ProxyError as error:
-            self._fail_in_pipeline(error)
-        except asyncio.CancelledError:
-            self._fail_in_pipeline(QueryCanceled("canceling statement due to user request"))
-        except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
-            log.exception("computing pgml parameters failed")
-            self._fail_in_pipeline(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
+        async def compute() -> None:
+            try:
+                self._forward(await self.server.interceptor.bind(prepared, bind, self))
+            except SideQuerySkipped:
+                self._forward(bind.encode())  # skipped too, like everything after the client's error
+            except SideQueryFailed as failure:
+                # The upstream now skips to the client's Sync; the client hears why, in place of this Bind.
+                self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
+                self._forward(bind.encode())
+
+        await _failing_with(compute(), self._fail_in_pipeline)
 
     async def _run_query(self, query: bytes) -> None:
-        try:
+        async def rewrite() -> None:
             if self.in_flight > 1:  # earlier requests first: side queries need an idle upstream
                 self._idle_waiter = asyncio.get_running_loop().create_future()
                 await self._idle_waiter
             sql = query[:-1].decode()
             status = self.upstream_side.transaction_status  # type: ignore[union-attr]
-            rewritten = (
-                sql
-                if status not in (IDLE, IN_TRANSACTION)
-                else await self.server.interceptor.rewrite(sql, self)
-            )
-            self._forward(message(QUERY, rewritten.encode() + b"\x00"))
+            if status in (IDLE, IN_TRANSACTION):
+                sql = await self.server.interceptor.rewrite(sql, self)
+            self._forward(message(QUERY, sql.encode() + b"\x00"))
+
+        try:
+            await _failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
-        except ProxyError as error:
-            self._fail_statement(error)
-        except asyncio.CancelledError:
-            self._fail_statement(QueryCanceled("canceling statement due to user request"))
-        except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
-            log.exception("interception failed")
-            self._fail_statement(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
 
     async def side_query(
         self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
@@ -480,6 +469,21 @@ class Session:
                 self.upstream.write(_TERMINATE)
             self.upstream.close()
         self.server.forget(self)
+
+
+async def _failing_with(work: Coroutine[Any, Any, None], fail: Callable[[ProxyError], None]) -> None:
+    """Run a statement's proxy-side work; any failure, a bug of ours included, fails that statement only."""
+    try:
+        await work
+    except ProxyError as error:
+        fail(error)
+    except asyncio.CancelledError:
+        fail(QueryCanceled("canceling statement due to user request"))
+    except SideQueryFailed:
+        raise
+    except Exception as exc:
+        log.exception("pgml-proxy failed to run a statement")
+        fail(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
 
 
 def _ready(status: int) -> bytes:

@@ -16,7 +16,7 @@ from pgml_proxy.sql.literals import identifier
 from pgml_proxy.sql.text import parameter_numbers
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.extended import Bind, Parse
-from pgml_proxy.wire.framing import MessageScanner, cstring, message
+from pgml_proxy.wire.framing import MessageScanner, cstring, message, read_values
 
 SIDE_NAME: Final = "pgml_proxy_side"
 TEXT_OID: Final = 25
@@ -119,17 +119,8 @@ class SideQueryReader:
 
 def _data_row(body: bytes) -> list[str | None]:
     (count,) = struct.unpack_from("!H", body)
-    pos = 2
-    values: list[str | None] = []
-    for _ in range(count):
-        (size,) = struct.unpack_from("!i", body, pos)
-        pos += 4
-        if size < 0:
-            values.append(None)
-        else:
-            values.append(body[pos : pos + size].decode())
-            pos += size
-    return values
+    values, _ = read_values(body, 2, count)
+    return [None if v is None else v.decode() for v in values]
 
 
 class PipelineQueryReader:

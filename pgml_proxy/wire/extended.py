@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgml_proxy.wire import codes
-from pgml_proxy.wire.framing import cstring, message, read_cstring
+from pgml_proxy.wire.framing import cstring, message, read_cstring, read_values
 
 PARAMETER_DESCRIPTION = ord("t")
 
@@ -47,16 +47,7 @@ class Bind:
         formats = struct.unpack_from(f"!{count}H", body, pos + 2)
         pos += 2 + 2 * count
         (count,) = struct.unpack_from("!H", body, pos)
-        pos += 2
-        values: list[bytes | None] = []
-        for _ in range(count):
-            (size,) = struct.unpack_from("!i", body, pos)
-            pos += 4
-            if size < 0:
-                values.append(None)
-            else:
-                values.append(bytes(body[pos : pos + size]))
-                pos += size
+        values, pos = read_values(body, pos + 2, count)
         (count,) = struct.unpack_from("!H", body, pos)
         results = struct.unpack_from(f"!{count}H", body, pos + 2)
         return cls(portal, statement, formats, tuple(values), results)

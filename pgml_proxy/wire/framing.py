@@ -106,3 +106,17 @@ def read_cstring(buf: bytes, pos: int) -> tuple[str, int]:
     """Decode the NUL-terminated string at ``pos``; return it and the offset after its NUL."""
     end = buf.index(b"\x00", pos)
     return buf[pos:end].decode("utf-8", "replace"), end + 1
+
+
+def read_values(buf: bytes, pos: int, count: int) -> tuple[list[bytes | None], int]:
+    """``count`` length-prefixed values (length -1 is NULL), as DataRow and Bind carry them."""
+    values: list[bytes | None] = []
+    for _ in range(count):
+        (size,) = struct.unpack_from("!i", buf, pos)
+        pos += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(bytes(buf[pos : pos + size]))
+            pos += size
+    return values, pos

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from pgml_proxy.wire.framing import read_values
+
 TEXT_FORMAT: Final = 0
 BINARY_FORMAT: Final = 1
 
@@ -273,17 +275,8 @@ def _array_from_binary(data: bytes) -> list[str | None]:
     if ndim != 1:
         raise ValueError("only one-dimensional arrays are accepted here")
     (count, _) = struct.unpack_from("!ii", data, 12)
-    pos = 20
-    values: list[str | None] = []
-    for _ in range(count):
-        (size,) = struct.unpack_from("!i", data, pos)
-        pos += 4
-        if size < 0:
-            values.append(None)
-        else:
-            values.append(data[pos : pos + size].decode())
-            pos += size
-    return values
+    values, _ = read_values(data, 20, count)
+    return [None if v is None else v.decode() for v in values]
 
 
 def parse_array_text(text: str) -> list[str | None]:
