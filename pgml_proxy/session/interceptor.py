@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from pgml_engines import Engine, EngineConfig
 
@@ -38,6 +38,8 @@ from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.types import TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
 
+ANALYSIS_CACHE_SIZE: Final = 512
+
 
 class SideChannel(Protocol):
     async def side_query(
@@ -59,6 +61,7 @@ class Interceptor:
         self._engine_config = engine_config
         self._engine: Engine | None = None
         self._engine_lock = asyncio.Lock()
+        self._analyses: dict[str, list[StatementAnalysis]] = {}
 
     async def engine(self) -> Engine:
         """Started on first use, off the event loop: importing torch takes seconds."""
@@ -70,6 +73,16 @@ class Interceptor:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
+
+    def _analyze(self, sql: str) -> list[StatementAnalysis]:
+        """Analysis depends only on the text, so a statement sent again is not parsed again."""
+        cached = self._analyses.pop(sql, None)
+        if cached is None:
+            cached = analyze(sql, self.registry.names, self._set_returning)
+            if len(self._analyses) >= ANALYSIS_CACHE_SIZE:
+                del self._analyses[next(iter(self._analyses))]  # the least recently used goes
+        self._analyses[sql] = cached
+        return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
         """Whether a call returns rows: chunk always; embed when its input is visibly an array."""
@@ -84,7 +97,7 @@ class Interceptor:
 
     async def rewrite(self, sql: str, channel: SideChannel) -> str:
         """The statement with every pgml call replaced by its value."""
-        statements = analyze(sql, self.registry.names, self._set_returning)
+        statements = self._analyze(sql)
         replacements: list[tuple[int, int, str]] = []
         for statement in statements:
             replacements += await self._fold_statement(sql, statement, channel)
@@ -174,7 +187,7 @@ class Interceptor:
 
     def prepare(self, parse: Parse) -> PreparedPgml | None:
         """Plan a Parse that mentions pgml; None when it calls nothing the proxy implements."""
-        statements = analyze(parse.query, self.registry.names, self._set_returning)
+        statements = self._analyze(parse.query)
         if not any(s.calls or s.strategy is Strategy.UNREACHABLE for s in statements):
             return None
         if len(statements) != 1:
