@@ -93,8 +93,14 @@ class Engine:
         if not texts:
             return []
         batcher = self._batcher(key, encode)
+        size = self._config.max_batch_size
         try:
-            return await batcher.submit(texts)
+            if len(texts) <= size:
+                return await batcher.submit(texts)
+            # A large request goes in batch-sized parts: model calls keep their tuned size, other
+            # sessions' requests are served between the parts, and a cancel drops the parts not yet run.
+            parts = [batcher.submit(texts[i : i + size]) for i in range(0, len(texts), size)]
+            return [vector for part in await asyncio.gather(*parts) for vector in part]
         except EngineError:
             raise
         except Exception as exc:

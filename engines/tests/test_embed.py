@@ -38,6 +38,21 @@ async def test_a_batch_equals_the_texts_embedded_one_by_one(engine: Engine) -> N
     assert np.abs(together - alone).max() < 1e-5
 
 
+async def test_a_large_request_runs_in_batch_sized_model_calls_in_order(engine: Engine) -> None:
+    texts = [f"row {i} of a large table" for i in range(150)]
+    before = engine.stats()
+    together = np.array(await engine.embed(MINILM, texts))
+    after = engine.stats()
+    size = engine.config.max_batch_size
+    assert after.batches - before.batches == -(-len(texts) // size)  # ceil: no call above the limit
+    assert (
+        np.abs(
+            together[[0, 77, 149]] - np.array(await engine.embed(MINILM, [texts[0], texts[77], texts[149]]))
+        ).max()
+        < 1e-5
+    )
+
+
 async def test_32_concurrent_single_text_calls_share_a_few_model_calls(engine: Engine) -> None:
     texts = [f"session {i} asks about topic {i * 7 % 11}" for i in range(32)]
     reference = np.array(await engine.embed(MINILM, texts))
