@@ -204,3 +204,17 @@ def test_comments_and_dollar_quotes_around_the_call_survive(cursor):
         "pgml.version() is not null as called -- trailing pgml.version()"
     )
     assert cursor.fetchone() == ("pgml.version()", True)
+
+
+def test_explain_and_copy_of_a_pgml_statement(cursor, proxy):
+    cursor.execute("explain select pgml.version()")
+    assert "Result" in cursor.fetchone()[0]
+    out = run_psql(proxy.url(), "-c", "copy (select chunk from pgml.chunk('character', 'copied')) to stdout")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "copied\n"
+
+
+def test_sql_prepare_with_parameters_in_a_call_is_refused_clearly(proxy):
+    stderr = psql_error(proxy, f"prepare p as select pgml.embed('{MODEL}', $1)")
+    assert "ERROR:  0A000" in stderr
+    assert "PREPARE" in stderr

@@ -112,6 +112,11 @@ class Interceptor:
         for call in calls:
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
+            if any(a.params for a in call.args):
+                raise FeatureNotSupported(
+                    f"pgml.{call.name} with $n parameters in SQL-level PREPARE is not supported yet",
+                    hint="Use your driver's prepared statements (the extended query protocol) instead.",
+                )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
         # Calls in FROM first: a row-dependent call elsewhere reads its rows through that FROM clause.
         order = sorted(range(len(calls)), key=lambda i: (calls[i].clause is not Clause.FROM, i))
