@@ -198,3 +198,17 @@ def test_row_dependent_call_after_pending_answers_in_one_pipeline(proxy):
         assert [c.fetchone() for c in earlier] == [(n,) for n in range(5)]
         assert chunks.fetchall() == [(1, "a"), (1, "b"), (2, "c")]
         assert later.fetchone() == ("after",)
+
+
+async def test_cursor_with_prefetch_suspends_and_resumes_a_pgml_portal(conn):
+    """Execute with a row limit: the upstream suspends the portal; results stay in order across fetches."""
+    await conn.execute("create temp table many (id int, body text)")
+    await conn.executemany("insert into many values ($1, $2)", [(i, f"text {i % 7}") for i in range(40)])
+    async with conn.transaction():
+        ids = [
+            (r["id"], len(r["v"]))
+            async for r in conn.cursor(
+                f"select id, pgml.embed('{MODEL}', body) as v from many order by id", prefetch=6
+            )
+        ]
+    assert ids == [(i, 384) for i in range(40)]
