@@ -104,29 +104,23 @@ def _array_binary(element_oid: int, element: Encoder) -> Encoder:
 # -- jsonb -----------------------------------------------------------------------------------------
 
 
+_JSON_ESCAPES: Final = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
 def _json_string(value: str) -> str:
-    out = ['"']
-    for char in value:
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif char == "\b":
-            out.append("\\b")
-        elif char == "\f":
-            out.append("\\f")
-        elif ord(char) < 0x20:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+    """A JSON string as Postgres's escape_json writes it: named escapes, other controls as \\u00XX."""
+    escaped = (
+        _JSON_ESCAPES.get(char) or (f"\\u{ord(char):04x}" if ord(char) < 0x20 else char) for char in value
+    )
+    return '"' + "".join(escaped) + '"'
 
 
 def jsonb_text(value: Any) -> str:
