@@ -411,7 +411,7 @@ class Session:
             self._side_reader = None
             if self._side_done is not None and not self._side_done.done():
                 self._side_done.set_result(reader.result)
-            elif reader.result.error is not None:
+            elif reader.result.error is not None and isinstance(reader, PipelineQueryReader):
                 # Nobody waits any more (the statement was cancelled): the error is still the client's.
                 theirs = reader.result.error + theirs
         if theirs:
