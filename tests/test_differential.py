@@ -180,6 +180,13 @@ class Case:
 
 LITERAL_LONG = q(LONG)
 NESTED_EXTENDED = "README: nested row-dependent calls are not supported under the extended protocol yet"
+ORDINALITY = "not yet: WITH ORDINALITY on a pgml call (0A000)"
+SRF_IN_ARGUMENT = "not yet: a set-returning pgml call inside another call's argument"
+RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-dependent record column)"
+AFTER_WRITE = (
+    "refused (0A000): a row-dependent call after a statement that may change rows in one query string"
+)
+RETURNING = "not yet: row-dependent calls in RETURNING (0A000)"
 TWO_ROW_CALLS = f"SELECT id, {emb('body')} IS NULL AS a, {emb('title')} IS NULL AS b FROM docs ORDER BY id"
 
 CORPUS: list[Case] = [
@@ -217,6 +224,7 @@ CORPUS: list[Case] = [
         "embed-array-with-ordinality",
         f"SELECT n, e FROM {emb('ARRAY[' + q('first') + ', ' + q('second') + ', ' + q('third') + ']')} "
         "WITH ORDINALITY AS t(e, n) ORDER BY n",
+        xfail=ORDINALITY,
     ),
     Case(
         "embed-array-named-inputs-with-null",
@@ -266,7 +274,12 @@ CORPUS: list[Case] = [
         f"SELECT ({chunk('character', q('a b c d'), TINY)}).chunk",
         ordered=True,
     ),
-    Case("chunk-star-expansion", f"SELECT ({chunk('character', q('a b c d'), TINY)}).*", ordered=True),
+    Case(
+        "chunk-star-expansion",
+        f"SELECT ({chunk('character', q('a b c d'), TINY)}).*",
+        ordered=True,
+        xfail=RECORD_SRF,
+    ),
     Case(
         "chunk-named-arguments",
         f'SELECT * FROM pgml.chunk(splitter => {q("character")}, "text" => {q("named chunk args here")}, '
@@ -282,6 +295,7 @@ CORPUS: list[Case] = [
         "embed-of-chunk-field-constant",
         f"SELECT {emb('(' + chunk('character', q('a b c d'), TINY) + ').chunk')} AS e",
         ordered=True,
+        xfail=SRF_IN_ARGUMENT,
     ),
     Case(
         "embed-of-constant-chunks",
@@ -418,8 +432,13 @@ CORPUS: list[Case] = [
         "row-chunk-composite-in-subquery",
         f"SELECT id, (c).chunk_index, (c).chunk FROM (SELECT id, {chunk('character', 'body', CH)} AS c FROM docs) s "
         "ORDER BY id, (c).chunk_index",
+        xfail=RECORD_SRF,
     ),
-    Case("row-chunk-select-list-srf", f"SELECT id, {chunk('character', 'body', CH)} FROM docs"),
+    Case(
+        "row-chunk-select-list-srf",
+        f"SELECT id, {chunk('character', 'body', CH)} FROM docs",
+        xfail=RECORD_SRF,
+    ),
     Case(
         "embed-of-row-chunks",
         f"SELECT d.id, c.chunk_index, {emb('c.chunk')} AS e FROM docs d, {chunk('character', 'd.body', CH)} c "
@@ -450,8 +469,7 @@ CORPUS: list[Case] = [
     Case(
         "nested-row-dependent-chunk-in-embed",
         f"SELECT id, {emb('(' + chunk('character', 'body', CH) + ').chunk')} AS e FROM docs WHERE id IN (1, 3, 8)",
-        xfail=NESTED_EXTENDED,
-        xfail_modes=EXTENDED,
+        xfail=SRF_IN_ARGUMENT,
     ),
     Case(
         "correlated-scalar-subquery",
@@ -539,12 +557,14 @@ CORPUS: list[Case] = [
         "multi-statement-update-then-read",
         f"UPDATE docs SET title = {q('changed title')} WHERE id = 1; SELECT id, {emb('title')} FROM docs WHERE id <= 2 ORDER BY id",
         modes=("simple",),
+        xfail=AFTER_WRITE,
     ),
     # --- modifying statements (rolled back on both sides)
     Case("update-where-row-dependent", f"UPDATE docs SET title = title || '!' WHERE {emb('body')} IS NULL"),
     Case(
         "update-returning-new-value",
         f"UPDATE docs SET title = title || '!' WHERE id IN (2, 3) RETURNING id, {emb('title')} AS e",
+        xfail=RETURNING,
     ),
     Case(
         "update-set-constant",

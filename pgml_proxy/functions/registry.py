@@ -16,6 +16,7 @@ from pgml_engines.errors import InvalidArgument, ModelNotFound
 
 from pgml_proxy.errors import InternalError, InvalidParameterValue, ProxyError, UndefinedObject
 from pgml_proxy.functions.signatures import Argument, Binding, Signature, resolve
+from pgml_proxy.wire.types import parse_array_text
 
 Implementation = Callable[[Engine, list[tuple[Any, ...]]], Awaitable[list[Any]]]
 
@@ -61,7 +62,13 @@ class Registry:
     ) -> list[Any]:
         """Run one overload over a batch of evaluations; STRICT calls with a NULL argument skip the work."""
         signature = resolved.signature
-        arranged = [resolved.binding.arrange(row) for row in argument_rows]
+        arranged = [
+            tuple(
+                _coerce(p.type, v)
+                for p, v in zip(signature.parameters, resolved.binding.arrange(row), strict=True)
+            )
+            for row in argument_rows
+        ]
         empty: Any = [] if signature.set_returning else None
         results: list[Any] = [empty] * len(arranged)
         todo = [i for i, row in enumerate(arranged) if not (signature.strict and any(v is None for v in row))]
@@ -80,3 +87,13 @@ class Registry:
         for index, value in zip(todo, computed, strict=True):
             results[index] = value
         return results
+
+
+def _coerce(type_name: str, value: Any) -> Any:
+    """An untyped literal given for an array parameter is an array literal, as Postgres reads it."""
+    if type_name.endswith("[]") and isinstance(value, str):
+        try:
+            return parse_array_text(value)
+        except ValueError as exc:
+            raise InvalidParameterValue(f"malformed array literal: {value!r}") from exc
+    return value

@@ -26,6 +26,7 @@ from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.flow import ReadGate
 from pgml_proxy.session.interceptor import PreparedPgml
 from pgml_proxy.session.side_query import (
+    SIDE_PREFIX,
     PipelineQueryReader,
     SideQueryFailed,
     SideQueryReader,
@@ -387,12 +388,12 @@ class Session:
         With ``bind`` it runs inside the client's pipeline, with the client's parameter values.
         """
         reader: SideQueryReader | PipelineQueryReader
+        self._markers += 1
+        name = f"{SIDE_PREFIX}{self._markers}"
         if bind is None:
-            request, reader = side_query_messages(sql), SideQueryReader()
+            request, reader = side_query_messages(sql, name), SideQueryReader()
         else:
-            self._markers += 1
-            tag = f"pgml_proxy_rows_{self._markers}"
-            request, reader = pipeline_query_messages(sql, bind, param_types, tag), PipelineQueryReader(tag)
+            request, reader = pipeline_query_messages(sql, bind, param_types, name), PipelineQueryReader(name)
         self._side_reader = reader
         self._side_done = asyncio.get_running_loop().create_future()
         self.upstream.write(request)  # type: ignore[union-attr]

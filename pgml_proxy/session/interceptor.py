@@ -98,6 +98,15 @@ class Interceptor:
     async def rewrite(self, sql: str, channel: SideChannel) -> str:
         """The statement with every pgml call replaced by its value."""
         statements = self._analyze(sql)
+        for n, statement in enumerate(statements):
+            earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
+            if earlier_writes and any(_reads_rows(call) and not call.constant for call in statement.calls):
+                # Its arguments would be read before the statements ahead of it have changed the rows.
+                raise FeatureNotSupported(
+                    "a pgml call with row-dependent arguments cannot follow a statement that may change rows "
+                    "in the same query string",
+                    hint="Send it as a query of its own.",
+                )
         replacements: list[tuple[int, int, str]] = []
         for statement in statements:
             replacements += await self._fold_statement(sql, statement, channel)
@@ -123,7 +132,7 @@ class Interceptor:
         for index in order:
             call = calls[index]
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
-            if call.constant:
+            if call.constant or not _reads_rows(call):
                 done[index] = await self._fold(call, texts, channel)
             else:
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
@@ -157,8 +166,12 @@ class Interceptor:
         argument tuple's jsonb text, which Postgres looks up per row with a binary search.
         """
         level = call.level
-        if level is None:
-            raise FeatureNotSupported(f"pgml.{call.name} with row-dependent arguments is not supported here")
+        if level is None or call.clause is Clause.RETURNING:
+            raise FeatureNotSupported(
+                f"pgml.{call.name} with row-dependent arguments is not supported in "
+                f"{'RETURNING' if call.clause is Clause.RETURNING else 'this position'} yet",
+                hint="Compute it in a separate SELECT.",
+            )
         dependent = [i for i, a in enumerate(call.args) if not a.constant]
         constant = [i for i, a in enumerate(call.args) if a.constant]
         if any(call.args[i].volatile for i in dependent):
@@ -208,11 +221,13 @@ class Interceptor:
         for index, call in enumerate(calls):
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
-            dependent = tuple(i for i, a in enumerate(call.args) if not a.constant)
+            dependent = (
+                tuple(i for i, a in enumerate(call.args) if not a.constant) if _reads_rows(call) else ()
+            )
             sources = [
                 _Source(literal=_Value(UNKNOWN, None))
                 if position in dependent
-                else self._source(call, position, calls, planned, declared)
+                else self._source(call, position, calls, planned, declared, parse.query)
                 for position in range(len(call.args))
             ]
             resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
@@ -280,6 +295,17 @@ class Interceptor:
         engine = await self.engine()
         for plan in prepared.calls:
             values = [self._bound_value(src, bind, results) for src in plan.sources]
+            expressions = [i for i, src in enumerate(plan.sources) if src.expression is not None]
+            if expressions:
+                assert channel is not None
+                evaluated = (
+                    "jsonb_build_array("
+                    + ", ".join(f"to_jsonb(({plan.sources[i].expression}))" for i in expressions)
+                    + ")::text"
+                )
+                fetched = await channel.side_query(f"SELECT {evaluated}", bind, prepared.parse.param_types)
+                for i, value in zip(expressions, json.loads(fetched.rows[0][0]), strict=True):
+                    values[i] = value
             if plan.fetch is None:
                 [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
                 continue
@@ -330,6 +356,8 @@ class Interceptor:
             return src.literal.value
         if src.call is not None:
             return results[src.call]
+        if src.expression is not None:
+            return None  # filled in by the upstream's evaluation
         assert src.param is not None
         raw = bind.values[src.param]
         if raw is None:
@@ -348,6 +376,7 @@ class Interceptor:
         calls: Sequence[CallSite],
         planned: list[_PlannedCall],
         declared: Sequence[int],
+        query: str,
     ) -> _Source:
         argument = call.args[position]
         children = [
@@ -368,11 +397,15 @@ class Interceptor:
                 TYPE_NAMES.get(declared[number - 1], "text") if number <= len(declared) else UNKNOWN
             )
             return _Source(param=number - 1, param_type=argument.cast or declared_type)
-        raise FeatureNotSupported(
-            f"pgml.{call.name}: under the extended query protocol an argument must be a literal, a parameter "
-            "or a pgml call",
-            hint="Compute the value in the client and pass it as a parameter.",
-        )
+        text = argument.span.text(query)
+        if children or mentions_pgml(text.encode()):
+            raise FeatureNotSupported(
+                f"pgml.{call.name}: under the extended query protocol a pgml call inside an argument must be "
+                "the whole argument",
+                hint="Send the statement with the simple query protocol.",
+            )
+        hint = argument.cast or ("text[]" if argument.array_constructor else UNKNOWN)
+        return _Source(param_type=hint, expression=text)
 
     @staticmethod
     def _source_type(src: _Source, planned: list[_PlannedCall]) -> str:
@@ -412,8 +445,9 @@ class _Source:
 
     literal: _Value | None = None
     param: int | None = None  # 0-based
-    param_type: str = UNKNOWN
+    param_type: str = UNKNOWN  # also the type an expression is known to have, if any
     call: int | None = None
+    expression: str | None = None  # evaluated by the upstream at each Bind, with the client's parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +479,13 @@ class PreparedPgml:
         return any(p.fetch is not None for p in self.calls)
 
 
+def _reads_rows(call: CallSite) -> bool:
+    """The call's query level has rows to read (a FROM clause); without one, a subquery argument is just
+    an expression that the upstream evaluates once."""
+    level = call.level
+    return level is not None and (level.from_clause is not None or bool(level.sources))
+
+
 def _key_of(texts: Iterable[str]) -> str:
     """The SQL naming a row's argument tuple: the same text in the fetch and in the lookup."""
     return "jsonb_build_array(" + ", ".join(f"({text})" for text in texts) + ")::text"
@@ -454,14 +495,18 @@ def _key(call: CallSite, dependent: Sequence[int], sql: str) -> str:
     return _key_of(call.args[i].span.text(sql) for i in dependent)
 
 
-def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
-    """Put ``replacement`` where the call was, keeping the column's name and any field access."""
+def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:
+    """Where ``replacement`` goes: the call, or with ``(call).field`` the whole field access."""
     if call.field is not None and call.expr_span is not None:
         # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
         casts = "".join(f"::{cast}" for cast in call.casts)
-        edits = [(call.expr_span.start, call.expr_span.end, f"({replacement}){casts}")]
-    else:
-        edits = [(call.span.start, call.span.end, replacement)]
+        return call.expr_span.start, call.expr_span.end, f"({replacement}){casts}"
+    return call.span.start, call.span.end, replacement
+
+
+def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
+    """Put ``replacement`` where the call was, keeping the column's name and any field access."""
+    edits = [_replacement_edit(call, replacement)]
     if call.target_index is not None and call.alias is None and call.column_name and call.target_span:
         # The column kept the function's name; a replacement would be named after its own parts.
         end = call.target_span.end
@@ -475,10 +520,11 @@ def _with_replacements(sql: str, span: Span, calls: Sequence[CallSite], done: di
     outermost = [
         i for i in inside if not any(j != i and _encloses(calls[j].span, calls[i].span) for j in inside)
     ]
-    edits = sorted(
-        (calls[i].span.start - span.start, calls[i].span.end - span.start, done[i]) for i in outermost
-    )
-    return splice(sql[span.start : span.end], edits)
+    edits = []
+    for i in outermost:
+        start, end, text = _replacement_edit(calls[i], done[i])
+        edits.append((start - span.start, end - span.start, text))
+    return splice(sql[span.start : span.end], sorted(edits))
 
 
 def _encloses(outer: Span, inner: Span) -> bool:
@@ -522,4 +568,6 @@ def _local_value(literal: Literal | None) -> _Value | None:
         return _Value("integer" if -(2**31) <= value < 2**31 else "bigint", value)
     if isinstance(value, Decimal):
         return _Value("numeric", float(value))
-    return None  # ARRAY[...] of literals: let the server build it
+    if all(v is None or isinstance(v, str) for v in value):
+        return _Value("text[]", list(value))
+    return None  # ARRAY[...] of other literals: let the server build it

@@ -18,7 +18,9 @@ from pgml_proxy.wire import codes
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.framing import MessageScanner, cstring, message, read_values
 
-SIDE_NAME: Final = "pgml_proxy_side"
+SIDE_PREFIX: Final = "pgml_proxy_side_"
+"""Side statements and portals get a name of their own each time: a failed one may leave its name taken
+until the transaction (portal) or the session (statement) ends."""
 TEXT_OID: Final = 25
 BYTEA_OID: Final = 17
 CLOSE_COMPLETE: Final = ord("3")
@@ -26,41 +28,33 @@ PARSE_COMPLETE: Final = ord("1")
 BIND_COMPLETE: Final = ord("2")
 ROW_DESCRIPTION: Final = ord("T")
 _WATCHED: Final = frozenset(
-    (
-        ord("D"),
-        codes.ERROR_RESPONSE,
-        codes.READY_FOR_QUERY,
-        codes.NOTICE_RESPONSE,
-        codes.PARAMETER_STATUS,
-        CLOSE_COMPLETE,
-    )
+    (ord("D"), codes.ERROR_RESPONSE, codes.READY_FOR_QUERY, codes.NOTICE_RESPONSE, codes.PARAMETER_STATUS)
 )
 
 
-def side_query_messages(sql: str) -> bytes:
+def side_query_messages(sql: str, name: str) -> bytes:
     """Parse, Bind, Execute and Close of one statement with text results, then Sync.
 
     Sync is right only while the client has nothing in flight (its own implicit transaction would
     end); the session runs these only then.
     """
-    name = cstring(SIDE_NAME)
     return b"".join(
         (
-            Parse(SIDE_NAME, sql, ()).encode(),
-            message(codes.BIND, name + name + b"\x00\x00\x00\x00\x00\x00"),
-            message(codes.EXECUTE, name + struct.pack("!I", 0)),
-            message(codes.CLOSE, b"S" + name),
+            Parse(name, sql, ()).encode(),
+            message(codes.BIND, cstring(name) * 2 + b"\x00\x00\x00\x00\x00\x00"),
+            message(codes.EXECUTE, cstring(name) + struct.pack("!I", 0)),
+            message(codes.CLOSE, b"P" + cstring(name)),
+            message(codes.CLOSE, b"S" + cstring(name)),
             message(codes.SYNC, b""),
         )
     )
 
 
-def pipeline_query_messages(sql: str, bind: Bind, param_types: Sequence[int], tag: str) -> bytes:
+def pipeline_query_messages(sql: str, bind: Bind, param_types: Sequence[int], name: str) -> bytes:
     """A side query inside the client's pipeline: the client's own parameter values, Flush not Sync.
 
     Its answer is told apart from the answers still owed to the client by its RowDescription, whose one
-    column is named ``tag``; the statement and portal are closed again, since a transaction block would
-    otherwise keep the portal's name taken.
+    column is named like the statement.
     """
     referenced = parameter_numbers(sql)
     types = tuple(
@@ -69,16 +63,16 @@ def pipeline_query_messages(sql: str, bind: Bind, param_types: Sequence[int], ta
         else (BYTEA_OID if bind.format_of(i) else TEXT_OID)  # unused here, but it must have a type
         for i in range(len(bind.values))
     )
-    tagged = f"SELECT pgml_side.pgml_value AS {identifier(tag)} FROM ({sql}) AS pgml_side(pgml_value)"
-    name = cstring(SIDE_NAME)
+    tagged = f"SELECT pgml_side.pgml_value AS {identifier(name)} FROM ({sql}) AS pgml_side(pgml_value)"
+    named = cstring(name)
     return b"".join(
         (
-            Parse(SIDE_NAME, tagged, types).encode(),
-            message(codes.BIND, name + name + bind.parameters_part() + struct.pack("!H", 0)),
-            message(codes.DESCRIBE, b"P" + name),
-            message(codes.EXECUTE, name + struct.pack("!I", 0)),
-            message(codes.CLOSE, b"P" + name),
-            message(codes.CLOSE, b"S" + name),
+            Parse(name, tagged, types).encode(),
+            message(codes.BIND, named + named + bind.parameters_part() + struct.pack("!H", 0)),
+            message(codes.DESCRIBE, b"P" + named),
+            message(codes.EXECUTE, named + struct.pack("!I", 0)),
+            message(codes.CLOSE, b"P" + named),
+            message(codes.CLOSE, b"S" + named),
             message(codes.FLUSH, b""),
         )
     )
