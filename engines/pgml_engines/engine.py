@@ -99,8 +99,18 @@ class Engine:
                 return await batcher.submit(texts)
             # A large request goes in batch-sized parts: model calls keep their tuned size, other
             # sessions' requests are served between the parts, and a cancel drops the parts not yet run.
-            parts = [batcher.submit(texts[i : i + size]) for i in range(0, len(texts), size)]
-            return [vector for part in await asyncio.gather(*parts) for vector in part]
+            # Parts hold texts of similar length (as sentence-transformers sorts within one call), so
+            # little of each batch is padding.
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            parts = [
+                batcher.submit([texts[i] for i in order[n : n + size]]) for n in range(0, len(order), size)
+            ]
+            vectors: list[list[float]] = [[]] * len(texts)
+            for position, vector in zip(
+                order, (v for part in await asyncio.gather(*parts) for v in part), strict=True
+            ):
+                vectors[position] = vector
+            return vectors
         except EngineError:
             raise
         except Exception as exc:
