@@ -37,6 +37,9 @@ class EngineConfig:
     search_dirs: tuple[Path, ...] = ()
     hf_cache_dir: Path | None = None
     allow_downloads: bool = False
+    # A model name may be a filesystem path. Off by default: any SQL user could otherwise load any
+    # directory on the proxy host; aliases and search_dirs are the configured ways to name local models.
+    allow_model_paths: bool = False
     trust_remote_code_models: frozenset[str] = frozenset()
     memory_budget_bytes: int | None = 8 * 1024**3
     max_batch_size: int = 64

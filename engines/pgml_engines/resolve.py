@@ -78,7 +78,8 @@ class ModelResolver:
         else:
             searched.append("configured aliases (none for this name)")
 
-        local = self._find_local(target, searched)
+        # A path is taken as given only when the configuration chose it (an alias) or allows paths.
+        local = self._find_local(target, searched, as_path=len(chain) > 1 or self._config.allow_model_paths)
         if local is not None:
             return ResolvedModel(name, str(local), "local", chain)
         package = self._find_in_packages(target, searched)
@@ -100,8 +101,8 @@ class ModelResolver:
 
     # --- the steps -----------------------------------------------------------------------------------------
 
-    def _find_local(self, target: str, searched: list[str]) -> Path | None:
-        candidates = [Path(target).expanduser()]
+    def _find_local(self, target: str, searched: list[str], *, as_path: bool) -> Path | None:
+        candidates = [Path(target).expanduser()] if as_path else []
         relative = Path(target)
         if not relative.is_absolute() and ".." not in relative.parts:
             candidates += [directory / relative for directory in self._config.search_dirs]

@@ -72,10 +72,13 @@ def test_alias_loops_are_reported_not_followed() -> None:
         ModelResolver(EngineConfig(aliases={"a": "b", "b": "a"})).resolve("a")
 
 
-def test_a_path_names_a_local_model_directly(tmp_path: Path) -> None:
+def test_a_path_names_a_local_model_directly_only_when_allowed(tmp_path: Path) -> None:
     model = _model_dir(tmp_path / "anywhere" / "my-model")
-    resolved = ModelResolver(EngineConfig()).resolve(str(model))
+    allowed = EngineConfig(allow_model_paths=True)
+    resolved = ModelResolver(allowed).resolve(str(model))
     assert (resolved.source, resolved.path) == ("local", str(model))
+    with pytest.raises(ModelNotFound):  # by default a SQL user cannot load any directory on the host
+        ModelResolver(EngineConfig(hf_cache_dir=tmp_path / "hf")).resolve(str(model))
 
 
 def test_search_dirs_do_not_let_a_name_climb_out(tmp_path: Path) -> None:
