@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import uvloop
+from pgml_engines import EngineConfig
 
 from pgml_proxy import __version__
 from pgml_proxy.config import Settings, add_arguments, load_settings
@@ -70,6 +71,14 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def _engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        search_dirs=(settings.models_dir,) if settings.models_dir else (),
+        allow_downloads=settings.models_allow_downloads,
+        allow_model_paths=settings.models_allow_paths,
+    )
+
+
 async def serve(settings: Settings) -> int:
     tls_context = _tls_context(settings)
     embedded: EmbeddedPostgres | None = None
@@ -90,7 +99,7 @@ async def serve(settings: Settings) -> int:
         server = ProxyServer(
             upstream,
             max_connections=settings.max_connections,
-            interceptor=Interceptor(BUILTIN),
+            interceptor=Interceptor(BUILTIN, _engine_config(settings)),
             tls_context=tls_context,
         )
         host, port = await server.listen(*settings.listen_address)

@@ -53,6 +53,9 @@ class Settings:
     shutdown_grace: float = 30.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    models_dir: Path | None = None
+    models_allow_downloads: bool = False
+    models_allow_paths: bool = False
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -103,6 +106,20 @@ OPTIONS: Final = (
         metavar="FILE",
     ),
     Option("tls_key", Path, "private key (PEM) for --tls-cert", group="tls", metavar="FILE"),
+    Option(
+        "models_dir",
+        Path,
+        "a directory of local models, found by their folder name",
+        group="models",
+        metavar="DIR",
+    ),
+    Option(
+        "models_allow_downloads",
+        bool,
+        "let models be downloaded from the Hugging Face hub (off: offline)",
+        group="models",
+    ),
+    Option("models_allow_paths", bool, "let SQL name a model by its filesystem path (off)", group="models"),
 )
 
 
@@ -112,9 +129,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, metavar="FILE", help=f"TOML settings file (env {ENV_PREFIX}CONFIG)"
     )
     for option in OPTIONS:
-        parser.add_argument(
-            option.flag, type=option.type, metavar=option.metavar, help=f"{option.help} [env {option.env}]"
-        )
+        text = f"{option.help} [env {option.env}]"
+        if option.type is bool:  # a switch: given means true; absent leaves lower layers in charge
+            parser.add_argument(option.flag, action="store_const", const=True, default=None, help=text)
+        else:
+            parser.add_argument(option.flag, type=option.type, metavar=option.metavar, help=text)
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
@@ -142,6 +161,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _convert(option: Option, value: Any) -> Any:
+    if option.type is bool and isinstance(value, str):
+        if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"invalid value {value!r} for {option.name}: expected true or false")
+        return value.lower() in ("1", "true", "yes", "on")
     try:
         return option.type(value)
     except (TypeError, ValueError) as exc:

@@ -38,6 +38,22 @@ def test_grouped_key_may_also_be_written_flat(tmp_path):
     assert load_settings({"config": config}, {}).tls_cert == Path("/flat.pem")
 
 
+def test_model_settings_as_flags_env_and_toml(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text('[models]\ndir = "/srv/models"\nallow_downloads = true\n')
+    from_file = load_settings({"config": config}, {})
+    assert (from_file.models_dir, from_file.models_allow_downloads, from_file.models_allow_paths) == (
+        Path("/srv/models"),
+        True,
+        False,
+    )
+    from_env = load_settings({"config": config}, {"PGML_PROXY_MODELS__ALLOW_DOWNLOADS": "off"})
+    assert from_env.models_allow_downloads is False
+    assert load_settings({"models_allow_paths": True}, {}).models_allow_paths is True
+    with pytest.raises(ValueError, match="expected true or false"):
+        load_settings({}, {"PGML_PROXY_MODELS__ALLOW_PATHS": "maybe"})
+
+
 def test_config_file_named_by_environment(tmp_path):
     config = tmp_path / "proxy.toml"
     config.write_text("max_connections = 3\n")

@@ -218,3 +218,16 @@ def test_sql_prepare_with_parameters_in_a_call_is_refused_clearly(proxy):
     stderr = psql_error(proxy, f"prepare p as select pgml.embed('{MODEL}', $1)")
     assert "ERROR:  0A000" in stderr
     assert "PREPARE" in stderr
+
+
+def test_models_directory_and_paths_follow_the_configuration(proxy, proxy_factory, tmp_path):
+    from pgml_engines.config import EngineConfig
+    from pgml_engines.resolve import ModelResolver
+
+    packaged = ModelResolver(EngineConfig()).resolve(MODEL).path
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mini").symlink_to(packaged)
+    # A filesystem path is not a model name unless the configuration allows it.
+    assert "ERROR:  42704" in psql_error(proxy, f"select pgml.embed('{packaged}', 'x')")
+    configured = proxy_factory("--models-dir", str(tmp_path / "models"))
+    assert psql(configured, "select array_length(pgml.embed('mini', 'x'), 1)") == "384"
