@@ -166,3 +166,35 @@ def test_cancel_stops_engine_work_promptly(proxy):
         assert caught.value.sqlstate == "57014"
         assert time.monotonic() - started < 10  # far less than embedding 20,000 sentences takes
         assert conn.execute("select 'usable'").fetchone() == ("usable",)
+
+
+def test_statement_timeout_bounds_engine_work(proxy):
+    with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
+        conn.execute("set statement_timeout = '700ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute(f"select pgml.embed('{MODEL}', 'timeout ' || g) from generate_series(1, 20000) g")
+        conn.execute("reset statement_timeout")
+        assert conn.execute(
+            f"select count(pgml.embed('{MODEL}', 'short ' || g)) from generate_series(1, 3) g"
+        ).fetchone() == (3,)
+
+
+async def test_statement_timeout_bounds_engine_work_under_the_extended_protocol(proxy):
+    import asyncpg
+
+    conn = await asyncpg.connect(proxy.url())
+    try:
+        await conn.execute("set statement_timeout = '700ms'")
+        with pytest.raises(asyncpg.QueryCanceledError, match="statement timeout"):
+            await conn.fetch(
+                f"select pgml.embed('{MODEL}', 'timeout ' || g) from generate_series(1, $1::int) g", 20000
+            )
+        await conn.execute("set statement_timeout = 0")
+        assert (
+            await conn.fetchval(
+                f"select count(pgml.embed('{MODEL}', 'short ' || g)) from generate_series(1, $1::int) g", 3
+            )
+            == 3
+        )
+    finally:
+        await conn.close()

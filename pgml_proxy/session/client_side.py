@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.framing import MessageScanner
@@ -12,6 +14,8 @@ _WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE, codes.PARSE}
 # While the session holds prepared statements that call pgml, every message naming a statement matters.
 _STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE))
 
+_TIMEOUT = re.compile(rb"statement_timeout", re.IGNORECASE)
+
 Intercepted = tuple[int, bytes]
 """A message the session handles itself: its type byte and body."""
 
@@ -19,7 +23,7 @@ Intercepted = tuple[int, bytes]
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_scanner", "_tracking", "requests", "terminated")
+    __slots__ = ("_scanner", "_tracking", "requests", "terminated", "timeout_touched")
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
@@ -27,6 +31,8 @@ class ClientSide:
         self.requests = 1
         self.terminated = False
         self._tracking = False
+        # A statement that may change statement_timeout went by: the session's cached value is stale.
+        self.timeout_touched = False
 
     def track_statements(self, on: bool) -> None:
         """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
@@ -56,6 +62,8 @@ class ClientSide:
                 return chunk[: start - 5], None
             if kind in _ANSWERED_BY_READY:
                 self.requests += 1
+            if kind in (codes.QUERY, codes.PARSE) and _TIMEOUT.search(memoryview(chunk)[start:end]):
+                self.timeout_touched = True
             if (self._tracking and kind in _STATEMENT_MESSAGES) or (
                 kind in (codes.QUERY, codes.PARSE) and mentions_pgml(memoryview(chunk)[start:end])
             ):

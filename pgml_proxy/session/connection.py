@@ -10,8 +10,8 @@ import asyncio
 import enum
 import logging
 import ssl
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgml_proxy.errors import (
     AdminShutdown,
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgml_proxy.session")
 
 _TERMINATE = message(TERMINATE, b"")
+T = TypeVar("T")
 
 
 class Phase(enum.Enum):
@@ -93,6 +94,8 @@ class Session:
         self._side_done: asyncio.Future[SideQueryResult] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
         self._prepared: dict[str, PreparedPgml] = {}  # the client's statements that call pgml, by name
+        # statement_timeout as last read (seconds, None: no limit), with the transaction status then.
+        self._timeout: tuple[float | None, int] | None = None
         self._markers = 0
 
     # -- state -------------------------------------------------------------------------------------
@@ -354,7 +357,8 @@ class Session:
     async def _run_bind(self, prepared: PreparedPgml, bind: Bind) -> None:
         async def compute() -> None:
             try:
-                self._forward(await self.server.interceptor.bind(prepared, bind, self))
+                timeout = await self._statement_timeout(in_pipeline=True)
+                self._forward(await _bounded(self.server.interceptor.bind(prepared, bind, self), timeout))
             except SideQuerySkipped:
                 self._forward(bind.encode())  # skipped too, like everything after the client's error
             except SideQueryFailed as failure:
@@ -372,13 +376,31 @@ class Session:
             sql = query[:-1].decode()
             status = self.upstream_side.transaction_status  # type: ignore[union-attr]
             if status in (IDLE, IN_TRANSACTION):
-                sql = await self.server.interceptor.rewrite(sql, self)
+                timeout = await self._statement_timeout()
+                sql = await _bounded(self.server.interceptor.rewrite(sql, self), timeout)
             self._forward(message(QUERY, sql.encode() + b"\x00"))
 
         try:
             await _failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
+
+    async def _statement_timeout(self, *, in_pipeline: bool = False) -> float | None:
+        """The session's statement_timeout, which bounds proxy-side work as it bounds the server's.
+
+        Read once and kept until a statement mentions it or the transaction status changes (SET LOCAL
+        ends with its transaction).
+        """
+        status = self.upstream_side.transaction_status  # type: ignore[union-attr]
+        if self.client_side.timeout_touched or (self._timeout is not None and self._timeout[1] != status):
+            self.client_side.timeout_touched = False
+            self._timeout = None
+        if self._timeout is None:
+            sql = "SELECT current_setting('statement_timeout')"
+            empty = Bind("", "", (), (), ())
+            result = await (self.side_query(sql, empty) if in_pipeline else self.side_query(sql))
+            self._timeout = (_duration(result.rows[0][0] or "0"), status)
+        return self._timeout[0]
 
     async def side_query(
         self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
@@ -473,6 +495,23 @@ class Session:
                 self.upstream.write(_TERMINATE)
             self.upstream.close()
         self.server.forget(self)
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(setting: str) -> float | None:
+    """A duration setting as current_setting shows it (``0``, ``250ms``, ``30s``, ``5min``) in seconds."""
+    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
+    seconds = float(number) * _UNITS.get(setting[len(number) :], 1e-3)
+    return seconds or None
+
+
+async def _bounded(work: Awaitable[T], timeout: float | None) -> T:
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        raise QueryCanceled("canceling statement due to statement timeout") from None
 
 
 async def _failing_with(work: Coroutine[Any, Any, None], fail: Callable[[ProxyError], None]) -> None:
