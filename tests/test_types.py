@@ -128,3 +128,10 @@ def test_null_is_none_in_every_type():
 def test_void_is_empty():
     assert VOID.encode("", TEXT_FORMAT) == b""
     assert struct.calcsize("!i") == VOID.size
+
+
+def test_real_array_input_text_reads_back_as_the_same_values(server):
+    values = [float(np.float32(v)) for v in FLOATS] + [None]
+    text = FLOAT4_ARRAY.input_text(values)
+    result = server.exec_params(b"select $1::real[]", [text.encode()], [0], [0], 1).get_value(0, 0)
+    assert result == FLOAT4_ARRAY.encode(values, BINARY_FORMAT)

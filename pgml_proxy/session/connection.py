@@ -472,6 +472,10 @@ class Session:
         """Cancel what the session is running: proxy-side work, and whatever runs upstream."""
         if self._intercepting and self._step is not None and not self._step.done():
             self._step.cancel()
+            if self._side_reader is None and self.in_flight <= 1:
+                # Nothing runs upstream for this client: a cancel sent there could only hit what the
+                # client sends next.
+                return
         side = self.upstream_side
         if side is None or side.upstream_key is None:
             return

@@ -15,7 +15,7 @@ from pgml_proxy.errors import FeatureNotSupported
 from pgml_proxy.functions.signatures import Column, Signature
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.model import CallSite, Clause
-from pgml_proxy.wire.types import TEXT_FORMAT, PgType
+from pgml_proxy.wire.types import PgType
 
 
 class Slots(Protocol):
@@ -48,8 +48,7 @@ class ParameterSlots:
 
 
 def text_of(pg_type: PgType, value: Any) -> str | None:
-    encoded = pg_type.encode(value, TEXT_FORMAT)
-    return None if encoded is None else encoded.decode()
+    return pg_type.input_text(value)
 
 
 def array_text(texts: list[str | None]) -> str:

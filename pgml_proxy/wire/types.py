@@ -31,12 +31,21 @@ class PgType:
     text: Encoder
     binary: Encoder
     size: int = -1  # typlen as RowDescription reports it (-1: variable)
+    # Text that the server reads back as the same value, when a faster one than ``text`` exists: values
+    # the proxy writes into statements are parsed by the server, which then prints them its own way.
+    input: Callable[[Any], str] | None = None
 
     def encode(self, value: Any, fmt: int) -> bytes | None:
         """The column value for a DataRow; None stands for SQL NULL."""
         if value is None:
             return None
         return self.binary(value) if fmt == BINARY_FORMAT else self.text(value)
+
+    def input_text(self, value: Any) -> str | None:
+        """The value as text for the server to read (None for NULL)."""
+        if value is None:
+            return None
+        return self.input(value) if self.input is not None else self.text(value).decode()
 
 
 # -- floats ----------------------------------------------------------------------------------------
@@ -190,8 +199,21 @@ TEXT: Final = PgType("text", 25, _utf8, _utf8)
 JSONB: Final = PgType(
     "jsonb", 3802, lambda v: jsonb_text(v).encode(), lambda v: b"\x01" + jsonb_text(v).encode()
 )
+
+
+def _float4_input(value: float) -> str:
+    """Nine significant digits read back as exactly the same float4 (and cost far less than the shortest)."""
+    return _SPECIAL_FLOATS.get(str(value)) or format(value, ".9g")
+
+
+_SPECIAL_FLOATS: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
 FLOAT4_ARRAY: Final = PgType(
-    "real[]", 1021, _array_text(float4_text), _array_binary(FLOAT4.oid, lambda v: struct.pack("!f", v))
+    "real[]",
+    1021,
+    _array_text(float4_text),
+    _array_binary(FLOAT4.oid, lambda v: struct.pack("!f", v)),
+    input=lambda values: "{" + ",".join("NULL" if v is None else _float4_input(v) for v in values) + "}",
 )
 RECORD: Final = PgType("record", 2249, record_text, record_binary)
 VOID: Final = PgType("void", 2278, lambda v: b"", lambda v: b"", 4)
