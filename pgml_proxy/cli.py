@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import signal
@@ -103,6 +104,9 @@ async def serve(settings: Settings) -> int:
             tls_context=tls_context,
         )
         host, port = await server.listen(*settings.listen_address)
+        # Everything imported and built so far lives as long as the process: keep the collector from
+        # walking it again and again while it collects the relay's short-lived objects.
+        gc.freeze()
         shown_host = f"[{host}]" if ":" in host else host
         print(f"pgml-proxy ready: postgresql://{user}@{shown_host}:{port}/{database}", flush=True)
         log.info("relaying to %s", upstream.describe())

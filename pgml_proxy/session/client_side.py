@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
-from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.framing import MessageScanner
 
@@ -14,7 +11,7 @@ _WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE, codes.PARSE}
 # While the session holds prepared statements that call pgml, every message naming a statement matters.
 _STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE))
 
-_TIMEOUT = re.compile(rb"statement_timeout", re.IGNORECASE)
+_TEXT_MESSAGES = frozenset((codes.QUERY, codes.PARSE))
 
 Intercepted = tuple[int, bytes]
 """A message the session handles itself: its type byte and body."""
@@ -62,11 +59,17 @@ class ClientSide:
                 return chunk[: start - 5], None
             if kind in _ANSWERED_BY_READY:
                 self.requests += 1
-            if kind in (codes.QUERY, codes.PARSE) and _TIMEOUT.search(memoryview(chunk)[start:end]):
-                self.timeout_touched = True
-            if (self._tracking and kind in _STATEMENT_MESSAGES) or (
-                kind in (codes.QUERY, codes.PARSE) and mentions_pgml(memoryview(chunk)[start:end])
-            ):
+                if kind != codes.QUERY:
+                    continue
+            elif kind != codes.PARSE and not self._tracking:
+                continue
+            pgml = False
+            if kind in _TEXT_MESSAGES:
+                # The cheapest case-insensitive test measured for statement-sized text: one lowered copy.
+                text = chunk[start:end].lower()
+                pgml = b"pgml" in text
+                self.timeout_touched |= b"statement_timeout" in text
+            if pgml or (self._tracking and kind in _STATEMENT_MESSAGES):
                 self._scanner.push_back(chunk[end:])
                 return chunk[: start - 5], (kind, chunk[start:end])
         return chunk, None

@@ -75,11 +75,11 @@ class UpstreamSide:
         if not frames:
             return chunk
         if self.ready_count:
-            edits: list[tuple[int, int, bytes]] = []
+            edits: list[tuple[int, int, bytes]] | None = None
             for kind, start, end in frames:
                 replacement = self._track(kind, chunk, start, end)
                 if replacement is not None:
-                    edits.append((start - 5, end, replacement))
+                    edits = [*(edits or ()), (start - 5, end, replacement)]
             return _apply(chunk, edits) if edits else chunk
         return self._startup(chunk, frames)
 
