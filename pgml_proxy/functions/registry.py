@@ -49,9 +49,6 @@ class Registry:
     def names(self) -> frozenset[str]:
         return frozenset(self._by_name)
 
-    def signatures(self, name: str) -> list[Signature]:
-        return [o.signature for o in self._by_name[name]]
-
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
         binding = resolve(name, [o.signature for o in overloads], arguments)

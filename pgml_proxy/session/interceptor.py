@@ -473,11 +473,6 @@ class PreparedPgml:
     calls: tuple[_PlannedCall, ...]
     slotted: tuple[int, ...]  # outermost calls, in the order their parameters follow the client's
 
-    @property
-    def reads_rows(self) -> bool:
-        """Some call needs the distinct argument tuples of its rows, fetched at each Bind."""
-        return any(p.fetch is not None for p in self.calls)
-
 
 def _reads_rows(call: CallSite) -> bool:
     """The call's query level has rows to read (a FROM clause); without one, a subquery argument is just
