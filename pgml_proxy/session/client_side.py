@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgml_proxy.sql.text import PGML_MARK
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.framing import MessageScanner
 
@@ -65,9 +66,9 @@ class ClientSide:
                 continue
             pgml = False
             if kind in _TEXT_MESSAGES:
-                # The cheapest case-insensitive test measured for statement-sized text: one lowered copy.
+                # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
-                pgml = b"pgml" in text
+                pgml = PGML_MARK in text
                 self.timeout_touched |= b"statement_timeout" in text
             if pgml or (self._tracking and kind in _STATEMENT_MESSAGES):
                 self._scanner.push_back(chunk[end:])

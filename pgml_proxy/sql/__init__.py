@@ -1,8 +1,8 @@
 """SQL analysis for pgml calls: find them, classify them (DESIGN §4), and splice rewrites into the text.
 
-Pure functions over the statement text, no I/O. The session calls ``mentions_pgml`` on every Query or
-Parse body (the fast path), and ``analyze`` only for those that mention ``pgml``; the result depends
-only on the text and the registry's names, so it can be cached per statement.
+Pure functions over the statement text, no I/O. The session checks every Query and Parse body for
+``PGML_MARK`` (the fast path, the rule of ``mentions_pgml``), and calls ``analyze`` only for those that
+mention ``pgml``; the result depends only on the text and the registry's names, so it is cached by text.
 """
 
 from pgml_proxy.sql.analyze import SetReturning, analyze
