@@ -56,6 +56,10 @@ class QueryCanceled(ProxyError):
     sqlstate = "57014"
 
 
+class DataException(ProxyError):
+    sqlstate = "22000"
+
+
 class InvalidParameterValue(ProxyError):
     sqlstate = "22023"
 

@@ -148,9 +148,21 @@ def test_row_dependent_call_inside_a_transaction_sees_its_own_writes(proxy, curs
         conn.rollback()
 
 
-def test_volatile_arguments_are_refused(cursor):
+def test_volatile_arguments_in_the_select_list_are_computed_per_row(cursor):
+    # Spliced: each row's own value is embedded, as Postgres would evaluate it once per row.
+    cursor.execute(
+        f"select pgml.embed('{MODEL}', body || random()::text) from {cursor.table} where body <> ''"
+    )
+    vectors = [tuple(r[0]) for r in cursor.fetchall()]
+    assert len(vectors) == 3 and len(set(vectors)) == 3
+
+
+def test_volatile_arguments_elsewhere_are_refused(cursor):
+    # Materialized: the values fetched would not be the values the statement later computes.
     with pytest.raises(psycopg.errors.FeatureNotSupported):
-        cursor.execute(f"select pgml.embed('{MODEL}', body || random()::text) from {cursor.table}")
+        cursor.execute(
+            f"select id from {cursor.table} where pgml.embed('{MODEL}', body || random()::text) is not null"
+        )
 
 
 def test_cancel_stops_engine_work_promptly(proxy):

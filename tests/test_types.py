@@ -23,6 +23,10 @@ from pgml_proxy.wire.types import (
     TEXT_FORMAT,
     VOID,
     PgType,
+    float4_list_text,
+    float4_text,
+    vector_binary,
+    vector_text,
 )
 
 rng = random.Random(7)
@@ -135,3 +139,21 @@ def test_real_array_input_text_reads_back_as_the_same_values(server):
     text = FLOAT4_ARRAY.input_text(values)
     result = server.exec_params(b"select $1::real[]", [text.encode()], [0], [0], 1).get_value(0, 0)
     assert result == FLOAT4_ARRAY.encode(values, BINARY_FORMAT)
+
+
+def test_fast_float_lists_print_exactly_like_float4_text():
+    values = [float(np.float32(v)) for v in FLOATS]
+    embedding_like = (np.random.default_rng(3).standard_normal(20000) * 0.05).astype(np.float32).tolist()
+    for sample in (values, embedding_like, [], [1.0, 2.0, 0.5]):
+        expected = "{" + ",".join(float4_text(v) for v in sample) + "}"
+        assert float4_list_text(sample).decode() == expected
+
+
+def test_vector_text_and_binary_match_pgvector(server):
+    server.exec_(b"create extension if not exists vector")
+    values = [float(np.float32(v)) for v in FLOATS if math.isfinite(v)][:100]
+    binary = vector_binary(values)
+    text = server.exec_params(b"select $1::vector::text", [vector_text(values)], [0], [0], 0).get_value(0, 0)
+    assert text == vector_text(values)
+    received = server.exec_params(b"select $1::text::vector", [text], [0], [0], 1).get_value(0, 0)
+    assert received == binary

@@ -11,6 +11,7 @@ from pgml_proxy.wire import auth, codes
 from pgml_proxy.wire.cancel import CancelKey, new_proxy_key, parse_backend_key_data
 from pgml_proxy.wire.error_response import decode_fields, error_response, is_fatal
 from pgml_proxy.wire.framing import MAX_MESSAGE_LENGTH, MessageScanner, message
+from pgml_proxy.wire.rows import Field, data_row, decode_row_description, row_description, row_values
 from pgml_proxy.wire.startup import (
     GSSENC_REQUEST,
     SSL_REQUEST,
@@ -173,3 +174,17 @@ def test_sasl_offer_loses_channel_binding_only():
 def test_status_messages_decode():
     assert parameter_status(b"client_encoding\x00UTF8\x00") == ("client_encoding", "UTF8")
     assert negotiated_minor(struct.pack("!II", 3 << 16 | 2, 0)) == 2
+
+
+def test_row_description_and_data_row_round_trip():
+    fields = [
+        Field("id", 16384, 1, 23, 4, -1, 0),
+        Field("é", 0, 0, 1021, -1, -1, 1),
+        Field("", 0, 0, 25, -1, -1, 0),
+    ]
+    encoded = row_description(fields)
+    assert encoded[0] == ord("T") and struct.unpack("!I", encoded[1:5])[0] == len(encoded) - 1
+    assert decode_row_description(encoded[5:]) == fields
+    row = data_row([b"1", None, b""])
+    assert [None if v is None else bytes(v) for v in row_values(row[5:])] == [b"1", None, b""]
+    assert row_values(data_row([])[5:]) == []

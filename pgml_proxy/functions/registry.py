@@ -16,7 +16,7 @@ from pgml_engines.errors import InvalidArgument, ModelNotFound
 
 from pgml_proxy.errors import InternalError, InvalidParameterValue, ProxyError, UndefinedObject
 from pgml_proxy.functions.signatures import Argument, Binding, Signature, resolve
-from pgml_proxy.wire.types import parse_array_text
+from pgml_proxy.wire.types import PgType, parse_array_text
 
 Implementation = Callable[[Engine, list[tuple[Any, ...]]], Awaitable[list[Any]]]
 
@@ -48,6 +48,12 @@ class Registry:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(self._by_name)
+
+    def scalar_return(self, name: str) -> PgType | None:
+        """The type every scalar overload of ``name`` returns, when they agree (None: none or several)."""
+        types = {o.signature.returns for o in self._by_name[name] if not o.signature.set_returning}
+        only = types.pop() if len(types) == 1 else None
+        return only if isinstance(only, PgType) else None
 
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]

@@ -7,6 +7,7 @@ module only reacts to transport events, so the protocol logic stays testable wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import ssl
@@ -35,6 +36,7 @@ from pgml_proxy.session.side_query import (
     pipeline_query_messages,
     side_query_messages,
 )
+from pgml_proxy.session.splice import RowSplicer, SpliceStream
 from pgml_proxy.session.upstream_side import MARKER_PREFIX, UpstreamSide
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.sql.text import mentions_pgml
@@ -52,7 +54,7 @@ from pgml_proxy.wire.startup import (
     StartupMessage,
     parse_startup_packet,
 )
-from pgml_proxy.wire.status import IDLE, IN_TRANSACTION
+from pgml_proxy.wire.status import FAILED_TRANSACTION, IDLE, IN_TRANSACTION
 
 if TYPE_CHECKING:
     from pgml_proxy.server import ProxyServer
@@ -97,6 +99,7 @@ class Session:
         # statement_timeout as last read (seconds, None: no limit), with the transaction status then.
         self._timeout: tuple[float | None, int] | None = None
         self._markers = 0
+        self._splice: SpliceStream | None = None  # the rows of a spliced statement, while they flow
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -166,13 +169,16 @@ class Session:
             self.close(ConnectionFailure("upstream server sent an invalid message"))
             return
         if out:
-            self.client.write(out)
+            if self._splice is not None:
+                self._splice.feed(out)
+            else:
+                self.client.write(out)
         if side.authenticated and not self.ready:  # type: ignore[union-attr]
             self.ready = True
             self.client_side.authenticated()
         if self._idle_waiter is not None and self.in_flight == 1 and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
-        if self._draining and self.in_flight == 0:
+        if self._draining and self.in_flight == 0 and self._splice is None:
             self.close_for_shutdown()
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -375,15 +381,50 @@ class Session:
                 await self._idle_waiter
             sql = query[:-1].decode()
             status = self.upstream_side.transaction_status  # type: ignore[union-attr]
-            if status in (IDLE, IN_TRANSACTION):
-                timeout = await self._statement_timeout()
-                sql = await _bounded(self.server.interceptor.rewrite(sql, self), timeout)
-            self._forward(message(QUERY, sql.encode() + b"\x00"))
+            if status not in (IDLE, IN_TRANSACTION):
+                self._forward(message(QUERY, query))
+                return
+            loop = asyncio.get_running_loop()
+            timeout = await self._statement_timeout()
+            started = loop.time()
+            interceptor = self.server.interceptor
+            rewritten = await _bounded(interceptor.rewrite(sql, self), timeout)
+            if rewritten.splice is None:
+                self._forward(message(QUERY, rewritten.sql.encode() + b"\x00"))
+                return
+            splicer = RowSplicer(rewritten.splice, interceptor.registry, await interceptor.engine())
+            await self._run_spliced(
+                rewritten.sql, splicer, None if timeout is None else timeout - (loop.time() - started)
+            )
 
         try:
             await _failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
+
+    async def _run_spliced(self, sql: str, splicer: RowSplicer, timeout: float | None) -> None:
+        """Run a spliced statement upstream and pass its answer through ``splicer`` to the client."""
+        gate = self.upstream_gate
+        assert gate is not None
+        stream = SpliceStream(
+            splicer, self.client.write, lambda: gate.pause("splicing"), lambda: gate.resume("splicing")
+        )
+        self._splice = stream
+        try:
+            self._forward(message(QUERY, sql.encode() + b"\x00"))
+            outcome = await stream.run(timeout)
+        finally:
+            self._splice = None
+        status = outcome.status
+        if outcome.error is not None and status == IN_TRANSACTION:
+            # The client saw the statement fail: the upstream's transaction block must fail as well.
+            with contextlib.suppress(SideQueryFailed):
+                await self.side_query(raise_statement(outcome.error))
+            status = FAILED_TRANSACTION
+            self.upstream_side.transaction_aborted()  # type: ignore[union-attr]
+        self.client.write(_ready(status) + outcome.after)
+        if self._draining and self.in_flight == 0:
+            self.close_for_shutdown()
 
     async def _statement_timeout(self, *, in_pipeline: bool = False) -> float | None:
         """The session's statement_timeout, which bounds proxy-side work as it bounds the server's.
@@ -470,7 +511,11 @@ class Session:
 
     def cancel(self) -> None:
         """Cancel what the session is running: proxy-side work, and whatever runs upstream."""
-        if self._intercepting and self._step is not None and not self._step.done():
+        if self._splice is not None:
+            self._splice.cancel(QueryCanceled("canceling statement due to user request"))
+            if self._splice.upstream_done:
+                return
+        elif self._intercepting and self._step is not None and not self._step.done():
             self._step.cancel()
             if self._side_reader is None and self.in_flight <= 1:
                 # Nothing runs upstream for this client: a cancel sent there could only hit what the
@@ -491,6 +536,8 @@ class Session:
         if error is not None and not client_gone and not self.client.is_closing():
             self.client.write(error_response(error))
         self.client.close()
+        if self._step is not None and not self._step.done():
+            self._step.cancel()  # nobody is left to hear how proxy-side work ends
         if self.upstream is not None:
             if busy:
                 # Closing the socket alone would leave the statement running until it next writes.

@@ -1,10 +1,12 @@
-"""Rewriting a statement that calls pgml functions into one the upstream can run by itself.
+"""Rewriting a statement that calls pgml functions into one the upstream can run (DESIGN §4).
 
-This first strategy folds calls whose arguments are constant: each call is evaluated once (innermost
-first), and its result enters the statement as a typed literal in place of the call, so the upstream
-does the rest — casts such as ``::vector(384)``, operators, ORDER BY, output formats. A statement made
-only of such calls is answered the same way. Row-dependent calls (splice, materialize) come later and
-are refused with 0A000 meanwhile.
+Constant arguments are folded: each call is evaluated once (innermost first) and its result enters the
+statement as a typed literal or an extra parameter, so the upstream does the rest (casts such as
+``::vector(384)``, operators, ORDER BY, output formats). A row-dependent call in the select list of a
+plain SELECT is spliced under the simple protocol: it becomes a placeholder column plus hidden argument
+columns, and :mod:`splice` computes it as the rows stream by. Every other row-dependent call is
+materialized: its distinct argument tuples are fetched and computed first, and the statement looks its
+row's result up.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from pgml_proxy.session.replacements import (
     slot_texts,
 )
 from pgml_proxy.session.side_query import SideQueryResult
+from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePlan
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
-from pgml_proxy.wire.types import TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
+from pgml_proxy.wire.types import FLOAT4_ARRAY, TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
 
 ANALYSIS_CACHE_SIZE: Final = 512
 
@@ -95,8 +98,8 @@ class Interceptor:
             )
         return False
 
-    async def rewrite(self, sql: str, channel: SideChannel) -> str:
-        """The statement with every pgml call replaced by its value."""
+    async def rewrite(self, sql: str, channel: SideChannel) -> Rewritten:
+        """The statement with every pgml call replaced by its value, or by a placeholder to splice."""
         statements = self._analyze(sql)
         for n, statement in enumerate(statements):
             earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
@@ -107,13 +110,23 @@ class Interceptor:
                     "in the same query string",
                     hint="Send it as a query of its own.",
                 )
+        # Splicing reads one result set: a query string of one plain SELECT.
+        may_splice = len(statements) == 1 and statements[0].kind == "SelectStmt"
         replacements: list[tuple[int, int, str]] = []
+        spliced: list[SplicedCall] = []
         for statement in statements:
-            replacements += await self._fold_statement(sql, statement, channel)
-        return splice(sql, replacements) if replacements else sql
+            replacements += await self._fold_statement(
+                sql, statement, channel, spliced if may_splice else None
+            )
+        text = splice(sql, replacements) if replacements else sql
+        return Rewritten(text, SplicePlan(tuple(spliced)) if spliced else None)
 
     async def _fold_statement(
-        self, sql: str, statement: StatementAnalysis, channel: SideChannel
+        self,
+        sql: str,
+        statement: StatementAnalysis,
+        channel: SideChannel,
+        spliced: list[SplicedCall] | None,
     ) -> list[tuple[int, int, str]]:
         if statement.strategy is Strategy.UNREACHABLE:
             raise FeatureNotSupported(statement.reason or "pgml functions cannot be used in this statement")
@@ -127,6 +140,8 @@ class Interceptor:
                     hint="Use your driver's prepared statements (the extended query protocol) instead.",
                 )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
+        edits: list[tuple[int, int, str]] = []
+        appended: list[tuple[int, int, str]] = []  # hidden columns: after anything else at the list's end
         # Calls in FROM first: a row-dependent call elsewhere reads its rows through that FROM clause.
         order = sorted(range(len(calls)), key=lambda i: (calls[i].clause is not Clause.FROM, i))
         for index in order:
@@ -134,13 +149,61 @@ class Interceptor:
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
             if call.constant or not _reads_rows(call):
                 done[index] = await self._fold(call, texts, channel)
+            elif spliced is not None and self._spliceable(call):
+                planned, placeholder, hidden = await self._splice(sql, call, texts, len(spliced), channel)
+                spliced.append(planned)
+                edits.append(placeholder)
+                appended.append(hidden)
             else:
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
-        edits: list[tuple[int, int, str]] = []
         for index, call in enumerate(calls):
-            if call.parent is None:  # nested calls are inside a call that is replaced whole
+            if call.parent is None and index in done:  # nested calls are inside a call that is replaced whole
                 edits += _call_edits(call, done[index])
-        return edits
+        return edits + appended
+
+    def _spliceable(self, call: CallSite) -> bool:
+        """A select-list call whose value the proxy can write itself, casts included (DESIGN §4)."""
+        if call.strategy is not Strategy.SPLICE or call.level is None or call.level.targets_end is None:
+            return False
+        returns = self.registry.scalar_return(call.name)
+        if returns is None or call.target_span is None or call.expr_span is None:
+            return False
+        same = _SAME_TYPE.get(returns.name, {returns.name})
+        *inner, last = call.casts or (returns.name,)
+        vector = returns is FLOAT4_ARRAY and (last == "vector" or last.startswith("vector("))
+        return all(cast in same for cast in inner) and (last in same or vector)
+
+    async def _splice(
+        self, sql: str, call: CallSite, texts: list[str], number: int, channel: SideChannel
+    ) -> tuple[SplicedCall, tuple[int, int, str], tuple[int, int, str]]:
+        """Plan a spliced call: constant arguments now, the rest as hidden columns the rows carry."""
+        dependent = tuple(i for i, a in enumerate(call.args) if not a.constant)
+        constant = [i for i, a in enumerate(call.args) if a.constant]
+        fixed = await self._evaluate(call, texts, constant, channel)
+        returns = self.registry.scalar_return(call.name)
+        assert returns is not None and call.target_span and call.expr_span and call.level
+        assert call.level.targets_end is not None
+        planned = SplicedCall(
+            site=call,
+            placeholder=f"{PLACEHOLDER_PREFIX}{number}",
+            returns=returns,
+            fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True)),
+            dependent=dependent,
+            vector=bool(call.casts) and call.casts[-1].startswith("vector"),
+        )
+        # The placeholder keeps the casts as written, so the upstream describes the column's final type.
+        target, expression = call.target_span, call.expr_span
+        placeholder = (
+            sql[target.start : call.span.start]
+            + f"NULL::{returns.name}"
+            + sql[call.span.end : expression.end]
+            + f" AS {literals.identifier(planned.placeholder)}"
+        )
+        hidden = "".join(
+            f", ({texts[i]}) AS {literals.identifier(planned.hidden_name(i))}" for i in dependent
+        )
+        end = call.level.targets_end
+        return planned, (target.start, target.end, placeholder), (end, end, hidden)
 
     async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
         """Constant arguments: one evaluation, its value in place of the call."""
@@ -437,6 +500,18 @@ class Interceptor:
                 type_name, value = row[2 * n], row[2 * n + 1]
                 values[position] = _Value(type_name or UNKNOWN, None if value is None else json.loads(value))
         return [values[i] for i in positions]  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """A simple-protocol statement as it goes upstream, and the calls to splice into its rows."""
+
+    sql: str
+    splice: SplicePlan | None = None
+
+
+_SAME_TYPE: Final = {"real[]": {"real[]", "float4[]", "pg_catalog.float4[]"}}
+"""Cast names that leave a result's type as it is, so a spliced value needs no conversion."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1105,6 +1105,7 @@ class _Statement:
             group_by=span(c.get("GROUP_P")),
             with_clause=with_span,
             join_condition=span(c.get("ON")) if kind == "merge" else None,
+            targets_end=toks[layout.targets[-1][1] - 1].end if layout.targets else None,
             parent=parent,
         )
         return level.frozen

@@ -157,6 +157,8 @@ class QueryLevel:
     with_clause: Span | None = None
     #: MERGE's ON condition.
     join_condition: Span | None = None
+    #: SELECT: where the select list ends (after its last entry), for columns appended to it.
+    targets_end: int | None = None
     #: The enclosing level (correlated subquery, LATERAL subquery, CTE body …); None at the top.
     parent: QueryLevel | None = field(default=None, repr=False)
 

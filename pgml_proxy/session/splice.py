@@ -1,0 +1,388 @@
+"""Splice (DESIGN §4): a select-list pgml call computed from the rows themselves on their way to the client.
+
+The upstream runs the statement with the call replaced by a typed NULL placeholder column and the call's
+row-dependent arguments added as hidden columns at the end of the select list. Here the RowDescription
+loses the hidden columns and gives the placeholder its name; DataRows are gathered into windows, each
+window's arguments go to the engine as one request (which it batches with other sessions'), and the rows
+leave in order with the results in place of the placeholders. Nothing is looked up afterwards, so the
+rows are exactly those the statement produced, and the first ones reach the client while later ones are
+still being computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pgml_engines import Engine
+
+from pgml_proxy.errors import (
+    DataException,
+    FeatureNotSupported,
+    InternalError,
+    InvalidParameterValue,
+    ProxyError,
+    QueryCanceled,
+)
+from pgml_proxy.functions.registry import Registry, ResolvedCall
+from pgml_proxy.functions.signatures import Argument
+from pgml_proxy.sql.model import CallSite
+from pgml_proxy.wire import codes
+from pgml_proxy.wire.error_response import error_response
+from pgml_proxy.wire.framing import MessageScanner
+from pgml_proxy.wire.rows import (
+    DATA_ROW,
+    ROW_DESCRIPTION,
+    Field,
+    data_row,
+    decode_row_description,
+    row_description,
+    row_values,
+)
+from pgml_proxy.wire.types import TYPE_NAMES, PgType, decode_parameter, vector_binary, vector_text
+
+log = logging.getLogger("pgml_proxy.splice")
+
+PLACEHOLDER_PREFIX: Final = "pgml_proxy_splice_"
+HIDDEN_PREFIX: Final = "pgml_proxy_arg_"
+WINDOW_ROWS: Final = 1024
+"""Rows per engine request at most: enough that the engine's length-sorted batches carry little padding."""
+QUEUED_WINDOWS: Final = 4
+"""Windows waiting to be written before the upstream is paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class SplicedCall:
+    """One spliced call as planned at rewrite time."""
+
+    site: CallSite
+    placeholder: str  # the placeholder column's name in the rewritten statement
+    returns: PgType  # the placeholder's type: the call's scalar result before any cast
+    fixed: tuple[tuple[int, str, Any], ...]  # constant arguments: (position, type, value)
+    dependent: tuple[int, ...]  # positions read from hidden columns, in the order they are appended
+    vector: bool  # the outermost cast is pgvector's vector
+
+    def hidden_name(self, position: int) -> str:
+        return f"{HIDDEN_PREFIX}{self.placeholder.removeprefix(PLACEHOLDER_PREFIX)}_{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class SplicePlan:
+    calls: tuple[SplicedCall, ...]
+
+    @property
+    def hidden(self) -> int:
+        return sum(len(call.dependent) for call in self.calls)
+
+
+@dataclass(slots=True)
+class _Column:
+    """A spliced call bound to the statement's actual columns."""
+
+    call: SplicedCall
+    resolved: ResolvedCall
+    index: int  # placeholder position among the visible columns
+    field: Field
+    hidden: list[tuple[int, str]]  # (column position, type name) per dependent argument
+
+
+class RowSplicer:
+    """Rewrites one statement's RowDescription and DataRows; computing is the only async step."""
+
+    def __init__(self, plan: SplicePlan, registry: Registry, engine: Engine) -> None:
+        self._plan = plan
+        self._registry = registry
+        self._engine = engine
+        self._columns: list[_Column] = []
+        self._visible = 0
+
+    def describe(self, body: bytes) -> bytes:
+        """The client's RowDescription; resolves each call against its arguments' actual types."""
+        fields = decode_row_description(body)
+        self._visible = len(fields) - self._plan.hidden
+        positions = {f.name: i for i, f in enumerate(fields)}
+        visible = fields[: self._visible]
+        self._columns = []
+        for call in self._plan.calls:
+            index = positions[call.placeholder]
+            hidden = [
+                (positions[call.hidden_name(p)], _type_name(fields[positions[call.hidden_name(p)]].type_oid))
+                for p in call.dependent
+            ]
+            types = ["unknown"] * len(call.site.args)
+            for position, type_name, _ in call.fixed:
+                types[position] = type_name
+            for position, (_, type_name) in zip(call.dependent, hidden, strict=True):
+                types[position] = type_name
+            resolved = self._registry.resolve(
+                call.site.name, [Argument(t, a.name) for t, a in zip(types, call.site.args, strict=True)]
+            )
+            signature = resolved.signature
+            if signature.set_returning or signature.returns != call.returns:
+                raise FeatureNotSupported(
+                    f"{signature} returns a set, which the proxy cannot compute in the select list here",
+                    hint="Call it in FROM, or cast the argument (e.g. ::text[]) so the proxy sees its type.",
+                )
+            visible[index] = visible[index].renamed(call.site.column_name or call.site.name)
+            self._columns.append(_Column(call, resolved, index, visible[index], hidden))
+        return row_description(visible)
+
+    async def rows(self, bodies: Sequence[bytes]) -> bytes:
+        """The DataRows with every call computed, in order."""
+        rows = [row_values(body) for body in bodies]
+        computed = await asyncio.gather(*(self._compute(column, rows) for column in self._columns))
+        out = []
+        for n, values in enumerate(rows):
+            shown = values[: self._visible]
+            for column, results in zip(self._columns, computed, strict=True):
+                shown[column.index] = results[n]
+            out.append(data_row(shown))
+        return b"".join(out)
+
+    async def _compute(self, column: _Column, rows: list[list[Any]]) -> list[bytes | None]:
+        call = column.call
+        arguments = []
+        for values in rows:
+            row: list[Any] = [None] * len(call.site.args)
+            for position, _, value in call.fixed:
+                row[position] = value
+            for position, (index, type_name) in zip(call.dependent, column.hidden, strict=True):
+                raw = values[index]
+                row[position] = None if raw is None else _decode(type_name, bytes(raw))
+            arguments.append(row)
+        results = await self._registry.call(self._engine, column.resolved, arguments)
+        return [_encode(column, value) for value in results]
+
+
+def _type_name(oid: int) -> str:
+    return TYPE_NAMES.get(oid, f"type with oid {oid}")
+
+
+def _decode(type_name: str, raw: bytes) -> Any:
+    try:
+        return decode_parameter(type_name, 0, raw)
+    except ValueError as exc:
+        raise InvalidParameterValue(f"cannot read a {type_name} argument: {exc}") from exc
+
+
+def _encode(column: _Column, value: Any) -> bytes | None:
+    if value is None:
+        return None
+    field = column.field
+    if not column.call.vector:
+        return column.call.returns.encode(value, field.format)
+    if field.modifier >= 0 and len(value) != field.modifier:
+        raise DataException(f"expected {field.modifier} dimensions, not {len(value)}")
+    return vector_binary(value) if field.format else vector_text(value)
+
+
+_WATCHED: Final = frozenset((ROW_DESCRIPTION, DATA_ROW, codes.READY_FOR_QUERY))
+
+
+@dataclass(frozen=True, slots=True)
+class SpliceOutcome:
+    """How the statement ended upstream, and what the session still has to do about it."""
+
+    status: int  # the upstream's ReadyForQuery status; the session writes that message
+    error: ProxyError | None  # the proxy's error, already sent to the client
+    after: bytes  # what the upstream sent after ReadyForQuery (notifications, say)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    task: asyncio.Task[bytes]
+    rows: int
+
+
+class SpliceStream:
+    """The spliced statement's answer, from the upstream's bytes to the client's, in order.
+
+    ``feed`` runs in the upstream's data callback and never waits: it frames messages, closes windows
+    and starts their computation. ``run`` writes everything out in arrival order. After a failure the
+    client has its ErrorResponse and the rest of the statement's answer is dropped up to ReadyForQuery.
+    """
+
+    def __init__(
+        self,
+        splicer: RowSplicer,
+        write: Callable[[bytes], None],
+        pause_upstream: Callable[[], None],
+        resume_upstream: Callable[[], None],
+        window: int = WINDOW_ROWS,
+    ) -> None:
+        self._splicer = splicer
+        self._write = write
+        self._pause = pause_upstream
+        self._resume = resume_upstream
+        self._window_size = window
+        self._scanner = MessageScanner(_WATCHED)
+        self._window: list[bytes] = []
+        self._queue: deque[bytes | _Window | ProxyError] = deque()
+        self._queued_rows = 0
+        self._computing = 0
+        self._paused = False
+        self._wake = asyncio.Event()
+        self._interrupt: asyncio.Future[ProxyError] = asyncio.get_running_loop().create_future()
+        self._error: ProxyError | None = None
+        self._doomed = False  # an error is queued: nothing after it needs computing
+        self._status: int | None = None
+        self._after: list[bytes] = []
+
+    @property
+    def upstream_done(self) -> bool:
+        """The upstream has answered the statement completely (its ReadyForQuery came)."""
+        return self._status is not None
+
+    def feed(self, data: bytes) -> None:
+        """Take the upstream's next bytes (those meant for the client)."""
+        if self._status is not None:
+            self._after.append(data)
+            return
+        chunk, frames = self._scanner.feed(data)
+        pos = 0
+        for kind, start, end in frames:
+            if start - 5 > pos or kind != DATA_ROW:
+                self._close_window()
+                self._raw(chunk[pos : start - 5])
+            pos = end
+            if kind == DATA_ROW:
+                self._window.append(chunk[start:end])
+                if len(self._window) >= self._window_size:
+                    self._close_window()
+            elif kind == ROW_DESCRIPTION:
+                self._describe(chunk[start:end])
+            else:  # ReadyForQuery: the statement's answer is complete
+                self._status = chunk[start]
+                self._after.append(chunk[end:] + self._scanner.drain())
+                pos = len(chunk)
+                break
+        if pos < len(chunk):
+            self._close_window()
+            self._raw(chunk[pos:])
+        if self._window and not self._computing:
+            self._close_window()  # the engine has nothing of ours: start on what there is
+        self._wake.set()
+
+    def cancel(self, error: ProxyError) -> None:
+        """Stop computing; the client gets ``error`` in place of the rows not yet written."""
+        if not self._interrupt.done():
+            self._interrupt.set_result(error)
+        self._wake.set()
+
+    async def run(self, timeout: float | None = None) -> SpliceOutcome:
+        """Write the answer out as it becomes ready; return once the upstream has answered completely.
+
+        ``timeout`` bounds the proxy's own work (the session's statement_timeout): waiting on the
+        upstream is bounded by the upstream's own.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while self._status is None or self._queue:
+                if self._interrupt.done():
+                    self._fail(self._interrupt.result())
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                item = self._queue.popleft()
+                if isinstance(item, ProxyError):
+                    self._fail(item)
+                elif isinstance(item, _Window):
+                    rows = await self._finish(item, deadline)
+                    if rows is not None:
+                        self._write(rows)
+                        self._release(item.rows)
+                else:
+                    self._write(item)
+            return SpliceOutcome(self._status, self._error, b"".join(self._after))
+        finally:
+            self._drop_pending()
+
+    async def _finish(self, window: _Window, deadline: float | None) -> bytes | None:
+        """The window's rows, or None when it failed, was interrupted or ran out of time."""
+        remaining = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait(
+            (window.task, self._interrupt), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+        )
+        if window.task not in done:
+            window.task.cancel()
+            if self._interrupt in done:
+                self._fail(self._interrupt.result())
+            else:
+                self._fail(QueryCanceled("canceling statement due to statement timeout"))
+            return None
+        try:
+            return window.task.result()
+        except ProxyError as error:
+            self._fail(error)
+        except Exception as exc:  # a bug of ours fails the statement, never the session
+            log.exception("splicing rows failed")
+            self._fail(InternalError(f"pgml-proxy failed to compute the rows: {exc}"))
+        return None
+
+    # -- feeding ---------------------------------------------------------------------------------------
+
+    def _raw(self, data: bytes) -> None:
+        if data and self._error is None:
+            self._queue.append(data)
+
+    def _describe(self, body: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._queue.append(self._splicer.describe(body))
+        except ProxyError as error:
+            self._queue.append(error)
+            self._doomed = True
+
+    def _close_window(self) -> None:
+        if not self._window:
+            return
+        window, self._window = self._window, []
+        if self._error is not None or self._doomed:
+            return
+        task = asyncio.get_running_loop().create_task(self._splicer.rows(window))
+        self._computing += 1
+        task.add_done_callback(self._computed)
+        self._queue.append(_Window(task, len(window)))
+        self._queued_rows += len(window)
+        if not self._paused and self._queued_rows >= QUEUED_WINDOWS * self._window_size:
+            self._paused = True
+            self._pause()
+
+    def _computed(self, task: asyncio.Task[bytes]) -> None:
+        self._computing -= 1
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a dropped window's failure is not logged as lost
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def _fail(self, error: ProxyError) -> None:
+        """The client gets ``error``; everything of the statement not yet written is dropped."""
+        if self._error is not None:
+            return
+        self._error = error
+        self._write(error_response(error))
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        for item in self._queue:
+            if isinstance(item, _Window):
+                item.task.cancel()
+        self._queue.clear()
+        self._window.clear()
+        self._queued_rows = 0
+        if self._paused:
+            self._paused = False
+            self._resume()
+
+    def _release(self, rows: int) -> None:
+        self._queued_rows -= rows
+        if self._paused and self._queued_rows < QUEUED_WINDOWS * self._window_size // 2:
+            self._paused = False
+            self._resume()
