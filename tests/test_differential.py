@@ -300,8 +300,6 @@ CORPUS: list[Case] = [
     Case(
         "embed-of-constant-chunks",
         f"SELECT c.chunk_index, {emb('c.chunk')} AS e FROM {chunk('character', q('alpha beta gamma delta'), TINY)} c ORDER BY 1",
-        xfail=NESTED_EXTENDED,
-        xfail_modes=EXTENDED,
     ),
     # --- constant calls in WHERE / ORDER BY with pgvector, LIMIT / OFFSET
     Case(
@@ -443,8 +441,6 @@ CORPUS: list[Case] = [
         "embed-of-row-chunks",
         f"SELECT d.id, c.chunk_index, {emb('c.chunk')} AS e FROM docs d, {chunk('character', 'd.body', CH)} c "
         "WHERE d.id IN (1, 7, 10) ORDER BY 1, 2",
-        xfail=NESTED_EXTENDED,
-        xfail_modes=EXTENDED,
     ),
     Case(
         "join-two-tables-row-dependent",

@@ -9,8 +9,9 @@ from pgml_proxy.wire.framing import MessageScanner
 # Each of these is answered by exactly one ReadyForQuery, which is how the proxy knows a session is idle.
 _ANSWERED_BY_READY = frozenset((codes.QUERY, codes.SYNC, codes.FUNCTION_CALL))
 _WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE, codes.PARSE}
-# While the session holds prepared statements that call pgml, every message naming a statement matters.
-_STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE))
+# While the session holds prepared statements that call pgml, every message naming a statement or a
+# portal matters.
+_STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE, codes.EXECUTE))
 
 _TEXT_MESSAGES = frozenset((codes.QUERY, codes.PARSE))
 
@@ -33,7 +34,7 @@ class ClientSide:
         self.timeout_touched = False
 
     def track_statements(self, on: bool) -> None:
-        """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
+        """Hand back every Parse, Bind, Describe, Close and Execute, not only those that mention pgml."""
         self._tracking = on
         self._scanner.watched = _WATCHED | _STATEMENT_MESSAGES if on else _WATCHED
 

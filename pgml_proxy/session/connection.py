@@ -36,17 +36,24 @@ from pgml_proxy.session.side_query import (
     pipeline_query_messages,
     side_query_messages,
 )
-from pgml_proxy.session.splice import RowSplicer, SpliceStream
+from pgml_proxy.session.splice import (
+    EXECUTE_ENDS,
+    RowSplicer,
+    SpliceStream,
+    StatementDescription,
+    portal_fields,
+)
 from pgml_proxy.session.upstream_side import MARKER_PREFIX, UpstreamSide
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.upstream import open_upstream, send_cancel
 from pgml_proxy.wire import extended
 from pgml_proxy.wire.cancel import CancelKey
-from pgml_proxy.wire.codes import BIND, DESCRIBE, PARSE, QUERY, READY_FOR_QUERY, TERMINATE
+from pgml_proxy.wire.codes import BIND, DESCRIBE, EXECUTE, FLUSH, PARSE, QUERY, READY_FOR_QUERY, TERMINATE
 from pgml_proxy.wire.error_response import error_response
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.framing import message
+from pgml_proxy.wire.rows import Field, row_description
 from pgml_proxy.wire.startup import (
     CancelRequest,
     GSSENCRequest,
@@ -62,6 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgml_proxy.session")
 
 _TERMINATE = message(TERMINATE, b"")
+_FLUSH = message(FLUSH, b"")
+_NO_PARAMETERS = Bind("", "", (), (), ())
 T = TypeVar("T")
 
 
@@ -99,7 +108,12 @@ class Session:
         # statement_timeout as last read (seconds, None: no limit), with the transaction status then.
         self._timeout: tuple[float | None, int] | None = None
         self._markers = 0
-        self._splice: SpliceStream | None = None  # the rows of a spliced statement, while they flow
+        # What reads the upstream's answer for the client while a spliced statement's answer flows.
+        self._filter: SpliceStream | StatementDescription | None = None
+        # Spliced prepared statements' upstream descriptions (parameter types, columns), by name, and
+        # the splicers of portals bound from them, with the RowDescription a Describe of the portal gets.
+        self._described: dict[str, tuple[tuple[int, ...], list[Field]]] = {}
+        self._portals: dict[str, tuple[RowSplicer, bytes]] = {}
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -169,8 +183,8 @@ class Session:
             self.close(ConnectionFailure("upstream server sent an invalid message"))
             return
         if out:
-            if self._splice is not None:
-                self._splice.feed(out)
+            if self._filter is not None:
+                self._filter.feed(out)
             else:
                 self.client.write(out)
         if side.authenticated and not self.ready:  # type: ignore[union-attr]
@@ -178,7 +192,7 @@ class Session:
             self.client_side.authenticated()
         if self._idle_waiter is not None and self.in_flight == 1 and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
-        if self._draining and self.in_flight == 0 and self._splice is None:
+        if self._draining and self.in_flight == 0 and self._filter is None:
             self.close_for_shutdown()
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -288,29 +302,60 @@ class Session:
             self._hold(self._run_query(body))
             return False
         if kind == PARSE:
-            self._on_parse(body)
-        elif kind == BIND:
+            return self._on_parse(body)
+        if kind == BIND:
             bind = Bind.decode(body)
+            self._portals.pop(bind.portal, None)
             prepared = self._prepared.get(bind.statement)
             if prepared is not None:
                 self._hold(self._run_bind(prepared, bind))
                 return False
             self._forward(message(kind, body))
-        else:  # Describe or Close
-            which, name = extended.target(body)
-            if which == "S" and kind == DESCRIBE:
+            return True
+        if kind == EXECUTE:
+            portal = self._portals.get(extended.execute_portal(body))
+            if portal is None:
+                self._forward(message(kind, body))
+                return True
+            self._hold(self._run_execute(portal[0], body))
+            return False
+        # Describe or Close
+        which, name = extended.target(body)
+        if kind == DESCRIBE:
+            answer = self._describe_answer(which, name)
+            if answer is not None:
+                self._hold(self._answer_in_pipeline(answer, message(kind, body)))
+                return False
+            if which == "S":
                 prepared = self._prepared.get(name)
                 keep = prepared.client_params if prepared is not None else None
                 self.upstream_side.expect_parameter_description(self.client_side.requests, keep)  # type: ignore[union-attr]
-            elif which == "S":
-                self._forget_statement(name)
-            self._forward(message(kind, body))
+        elif which == "S":
+            self._forget_statement(name)
+        else:
+            self._portals.pop(name, None)
+        self._forward(message(kind, body))
         return True
+
+    def _describe_answer(self, which: str, name: str) -> bytes | None:
+        """What a Describe of a spliced statement or portal gets, from the proxy (None: not spliced)."""
+        if which == "P":
+            portal = self._portals.get(name)
+            return portal[1] if portal is not None else None
+        prepared = self._prepared.get(name)
+        described = self._described.get(name)
+        if prepared is None or described is None:
+            return None
+        parameters, fields = described
+        visible = fields[: len(fields) - sum(len(p.splice.dependent) for p in prepared.calls if p.splice)]
+        names = {p.splice.placeholder: p.site.column_name or p.site.name for p in prepared.calls if p.splice}
+        shown = [f.renamed(names[f.name]) if f.name in names else f for f in visible]
+        return extended.parameter_description(parameters[: prepared.client_params]) + row_description(shown)
 
     def _forward(self, data: bytes) -> None:
         self.upstream.write(data)  # type: ignore[union-attr]
 
-    def _on_parse(self, body: bytes) -> None:
+    def _on_parse(self, body: bytes) -> bool:
         """A Parse that calls pgml goes upstream with the calls replaced by extra parameters."""
         parse = Parse.decode(body)
         self._forget_statement(parse.statement)
@@ -318,28 +363,104 @@ class Session:
             prepared = self.server.interceptor.prepare(parse) if mentions_pgml(body) else None
         except ProxyError as error:
             self._fail_in_pipeline(error)
-            return
+            return True
         except Exception as exc:  # a bug of ours fails the statement, never the session or the proxy
             log.exception("planning a prepared statement failed")
             self._fail_in_pipeline(InternalError(f"pgml-proxy failed to prepare the statement: {exc}"))
-            return
+            return True
         if prepared is None:
             self._forward(message(PARSE, body))
-            return
+            return True
         self._prepared[parse.statement] = prepared
         self.client_side.track_statements(True)
+        if prepared.spliced:
+            self._hold(self._parse_spliced(prepared))
+            return False
         self._forward(prepared.parse.encode())
+        return True
+
+    async def _parse_spliced(self, prepared: PreparedPgml) -> None:
+        """Parse a spliced statement and describe it for the proxy: its portals are described from that."""
+        parse = prepared.parse
+        if not await self._barrier():
+            self._forward(parse.encode())
+            return
+        capture = StatementDescription(self.client.write)
+        self._filter = capture
+        try:
+            self._forward(parse.encode() + extended.describe_statement(parse.statement) + _FLUSH)
+            described = await capture.done
+        finally:
+            self._filter = None
+        if described is not None:
+            self._described[parse.statement] = described
+
+    async def _barrier(self) -> bool:
+        """Wait until the upstream has answered everything sent before, so what comes next is ours.
+
+        False when the client's pipeline has failed (the upstream skips to Sync); the client then got
+        the error that its next message would have met.
+        """
+        try:
+            await self.side_query("SELECT 1", _NO_PARAMETERS)
+        except SideQuerySkipped:
+            return False
+        except SideQueryFailed as failure:
+            self._pipeline_failed(failure)
+            return False
+        return True
+
+    async def _answer_in_pipeline(self, answer: bytes, request: bytes) -> None:
+        """Answer a client's message in its place in the pipeline (nothing, if the pipeline failed)."""
+        if await self._barrier():
+            self.client.write(answer)
+        else:
+            self._forward(request)  # skipped by the upstream as well
+
+    async def _run_execute(self, splicer: RowSplicer, body: bytes) -> None:
+        """Execute a spliced portal: its rows pass through the splicer on their way to the client."""
+
+        async def execute() -> None:
+            if not await self._barrier():
+                self._forward(message(EXECUTE, body))
+                return
+            timeout = await self._statement_timeout(in_pipeline=True)
+            gate = self.upstream_gate
+            assert gate is not None
+            stream = SpliceStream(
+                splicer,
+                self.client.write,
+                lambda: gate.pause("splicing"),
+                lambda: gate.resume("splicing"),
+                ends=EXECUTE_ENDS,
+            )
+            self._filter = stream
+            try:
+                self._forward(message(EXECUTE, body) + _FLUSH)
+                outcome = await stream.run(timeout)
+            finally:
+                self._filter = None
+            if outcome.error is None:
+                self.client.write(outcome.end + outcome.after)
+                return
+            # The client has the error: the upstream must fail here as well, and that error is dropped.
+            self.client.write(outcome.after)
+            self._fail_in_pipeline(outcome.error, silently=True)
+
+        await _failing_with(execute(), self._fail_in_pipeline)
 
     def _forget_statement(self, name: str) -> None:
+        self._described.pop(name, None)
         if self._prepared.pop(name, None) is not None and not self._prepared:
             self.client_side.track_statements(False)
 
-    def _fail_in_pipeline(self, error: ProxyError) -> None:
+    def _fail_in_pipeline(self, error: ProxyError, *, silently: bool = False) -> None:
         """Fail at this point of the client's pipeline: the upstream fails here too (so it skips to Sync
-        and aborts a transaction block), and its error is swapped for ours on the way back."""
+        and aborts a transaction block), and its error is swapped for ours on the way back (or dropped,
+        ``silently``, when the client has ours already)."""
         self._markers += 1
         name = f"{MARKER_PREFIX}{self._markers}"
-        self.upstream_side.markers[name] = error_response(error)  # type: ignore[union-attr]
+        self.upstream_side.markers[name] = b"" if silently else error_response(error)  # type: ignore[union-attr]
         self._forward(extended.describe_statement(name))
 
     def _hold(self, work: Coroutine[Any, Any, None]) -> None:
@@ -362,17 +483,30 @@ class Session:
 
     async def _run_bind(self, prepared: PreparedPgml, bind: Bind) -> None:
         async def compute() -> None:
+            interceptor = self.server.interceptor
             try:
                 timeout = await self._statement_timeout(in_pipeline=True)
-                self._forward(await _bounded(self.server.interceptor.bind(prepared, bind, self), timeout))
+                bound = await _bounded(interceptor.bind(prepared, bind, self), timeout)
             except SideQuerySkipped:
                 self._forward(bind.encode())  # skipped too, like everything after the client's error
+                return
             except SideQueryFailed as failure:
-                # The upstream now skips to the client's Sync; the client hears why, in place of this Bind.
-                self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
+                self._pipeline_failed(failure)
                 self._forward(bind.encode())
+                return
+            described = self._described.get(bind.statement)
+            if bound.splice is not None and described is not None:
+                splicer = RowSplicer(bound.splice, interceptor.registry, await interceptor.engine())
+                row_description = splicer.describe_fields(portal_fields(described[1], bound.result_formats))
+                self._portals[bind.portal] = (splicer, row_description)
+            self._forward(bound.bind)
 
         await _failing_with(compute(), self._fail_in_pipeline)
+
+    def _pipeline_failed(self, failure: SideQueryFailed) -> None:
+        """A side query in the client's pipeline failed: the upstream now skips to the client's Sync, and
+        the client hears why in place of the message the side query served."""
+        self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
 
     async def _run_query(self, query: bytes) -> None:
         async def rewrite() -> None:
@@ -409,13 +543,14 @@ class Session:
         stream = SpliceStream(
             splicer, self.client.write, lambda: gate.pause("splicing"), lambda: gate.resume("splicing")
         )
-        self._splice = stream
+        self._filter = stream
         try:
             self._forward(message(QUERY, sql.encode() + b"\x00"))
             outcome = await stream.run(timeout)
         finally:
-            self._splice = None
+            self._filter = None
         status = outcome.status
+        assert status is not None
         if outcome.error is not None and status == IN_TRANSACTION:
             # The client saw the statement fail: the upstream's transaction block must fail as well.
             with contextlib.suppress(SideQueryFailed):
@@ -451,6 +586,10 @@ class Session:
         With ``bind`` it runs inside the client's pipeline, with the client's parameter values.
         """
         reader: SideQueryReader | PipelineQueryReader
+        side = self.upstream_side
+        assert side is not None
+        if bind is not None and side.skipping_to_sync:
+            raise SideQuerySkipped  # it would never be answered
         self._markers += 1
         name = f"{SIDE_PREFIX}{self._markers}"
         if bind is None:
@@ -464,6 +603,8 @@ class Session:
         if isinstance(reader, PipelineQueryReader) and reader.skipped:
             raise SideQuerySkipped
         if result.error is not None:
+            if bind is not None:
+                side.skipping_to_sync = True  # the client hears of it as its own error
             raise SideQueryFailed(result)
         return result
 
@@ -511,9 +652,9 @@ class Session:
 
     def cancel(self) -> None:
         """Cancel what the session is running: proxy-side work, and whatever runs upstream."""
-        if self._splice is not None:
-            self._splice.cancel(QueryCanceled("canceling statement due to user request"))
-            if self._splice.upstream_done:
+        if isinstance(self._filter, SpliceStream):
+            self._filter.cancel(QueryCanceled("canceling statement due to user request"))
+            if self._filter.upstream_done:
                 return
         elif self._intercepting and self._step is not None and not self._step.done():
             self._step.cancel()

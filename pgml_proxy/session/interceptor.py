@@ -12,6 +12,7 @@ row's result up.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import struct
 from collections.abc import Iterable, Sequence
@@ -173,37 +174,30 @@ class Interceptor:
         vector = returns is FLOAT4_ARRAY and (last == "vector" or last.startswith("vector("))
         return all(cast in same for cast in inner) and (last in same or vector)
 
+    def _splice_call(self, call: CallSite, number: int) -> SplicedCall:
+        """A spliced call's plan, its constant arguments still to be filled in."""
+        returns = self.registry.scalar_return(call.name)
+        assert returns is not None
+        return SplicedCall(
+            site=call,
+            placeholder=f"{PLACEHOLDER_PREFIX}{number}",
+            returns=returns,
+            fixed=(),
+            dependent=tuple(i for i, a in enumerate(call.args) if not a.constant),
+            vector=bool(call.casts) and call.casts[-1].startswith("vector"),
+        )
+
     async def _splice(
         self, sql: str, call: CallSite, texts: list[str], number: int, channel: SideChannel
     ) -> tuple[SplicedCall, tuple[int, int, str], tuple[int, int, str]]:
         """Plan a spliced call: constant arguments now, the rest as hidden columns the rows carry."""
-        dependent = tuple(i for i, a in enumerate(call.args) if not a.constant)
-        constant = [i for i, a in enumerate(call.args) if a.constant]
+        planned = self._splice_call(call, number)
+        constant = [i for i in range(len(call.args)) if i not in planned.dependent]
         fixed = await self._evaluate(call, texts, constant, channel)
-        returns = self.registry.scalar_return(call.name)
-        assert returns is not None and call.target_span and call.expr_span and call.level
-        assert call.level.targets_end is not None
-        planned = SplicedCall(
-            site=call,
-            placeholder=f"{PLACEHOLDER_PREFIX}{number}",
-            returns=returns,
-            fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True)),
-            dependent=dependent,
-            vector=bool(call.casts) and call.casts[-1].startswith("vector"),
+        planned = dataclasses.replace(
+            planned, fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True))
         )
-        # The placeholder keeps the casts as written, so the upstream describes the column's final type.
-        target, expression = call.target_span, call.expr_span
-        placeholder = (
-            sql[target.start : call.span.start]
-            + f"NULL::{returns.name}"
-            + sql[call.span.end : expression.end]
-            + f" AS {literals.identifier(planned.placeholder)}"
-        )
-        hidden = "".join(
-            f", ({texts[i]}) AS {literals.identifier(planned.hidden_name(i))}" for i in dependent
-        )
-        end = call.level.targets_end
-        return planned, (target.start, target.end, placeholder), (end, end, hidden)
+        return planned, *_splice_edits(sql, planned, texts)
 
     async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
         """Constant arguments: one evaluation, its value in place of the call."""
@@ -281,12 +275,15 @@ class Interceptor:
         client_params = max([len(declared), *parameter_numbers(parse.query)])
         planned: list[_PlannedCall] = []
         forced: dict[int, str] = {}  # client parameter -> the pgml parameter type it feeds
+        may_splice = statement.kind == "SelectStmt"
         for index, call in enumerate(calls):
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
             dependent = (
                 tuple(i for i, a in enumerate(call.args) if not a.constant) if _reads_rows(call) else ()
             )
+            nests = any(c.parent == index for c in calls)
+            spliced = may_splice and bool(dependent) and not nests and self._spliceable(call)
             sources = [
                 _Source(literal=_Value(UNKNOWN, None))
                 if position in dependent
@@ -294,19 +291,30 @@ class Interceptor:
                 for position in range(len(call.args))
             ]
             resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
-            fetch = self._fetch_for_bind(parse.query, call, calls, dependent) if dependent else None
+            fetch = (
+                self._fetch_for_bind(parse.query, call, calls, dependent)
+                if dependent and not spliced
+                else None
+            )
             for position, parameter in enumerate(resolved.signature.parameters):
                 argument_index = resolved.binding.sources[position]
                 param = sources[argument_index].param if argument_index is not None else None
                 if param is not None:
                     forced.setdefault(param, parameter.type)
-            planned.append(_PlannedCall(index, call, resolved, tuple(sources), fetch, dependent))
+            splice_call = self._splice_call(call, len([p for p in planned if p.splice])) if spliced else None
+            planned.append(_PlannedCall(index, call, resolved, tuple(sources), fetch, dependent, splice_call))
         slots = ParameterSlots(client_params + 1)
         edits: list[tuple[int, int, str]] = []
+        appended: list[tuple[int, int, str]] = []
         slotted: list[int] = []
         for plan in planned:
             call = plan.site
             if call.parent is not None:
+                continue
+            if plan.splice is not None:
+                placeholder, hidden = _splice_edits(parse.query, plan.splice, call.args)
+                edits.append(placeholder)
+                appended.append(hidden)
                 continue
             slotted.append(plan.index)
             if plan.fetch is None:
@@ -319,7 +327,7 @@ class Interceptor:
                     _key(call, plan.dependent, parse.query),
                 )
             edits += _call_edits(call, replacement)
-        query = splice(parse.query, edits)
+        query = splice(parse.query, edits + appended)
         remaining = parameter_numbers(query)
         types = [declared[i] if i < len(declared) else 0 for i in range(client_params)]
         for param, type_name in forced.items():
@@ -338,6 +346,7 @@ class Interceptor:
                 ),
                 p.fetch,
                 p.dependent,
+                p.splice,
             )
             for p in planned
         )
@@ -346,15 +355,17 @@ class Interceptor:
             Parse(parse.statement, query, tuple(types)), client_params, final_sources, tuple(slotted)
         )
 
-    async def bind(self, prepared: PreparedPgml, bind: Bind, channel: SideChannel | None = None) -> bytes:
+    async def bind(self, prepared: PreparedPgml, bind: Bind, channel: SideChannel | None = None) -> Bound:
         """The client's Bind with the pgml results appended as the extra parameters.
 
         Row-dependent calls read their distinct argument tuples through ``channel`` with the client's
         own parameter values bound, so a ``WHERE id = $1`` narrows them exactly as it narrows the rows.
+        Spliced calls get their constant arguments here; the portal's rows bring the rest.
         """
         if len(bind.values) != prepared.client_params:
-            return bind.encode()  # the upstream reports the count mismatch as Postgres does
+            return Bound(bind.encode())  # the upstream reports the count mismatch as Postgres does
         results: dict[int, Any] = {}
+        spliced: list[SplicedCall] = []
         engine = await self.engine()
         for plan in prepared.calls:
             values = [self._bound_value(src, bind, results) for src in plan.sources]
@@ -369,6 +380,14 @@ class Interceptor:
                 fetched = await channel.side_query(f"SELECT {evaluated}", bind, prepared.parse.param_types)
                 for i, value in zip(expressions, json.loads(fetched.rows[0][0]), strict=True):
                     values[i] = value
+            if plan.splice is not None:
+                fixed = tuple(
+                    (i, self._source_type(src, list(prepared.calls)), values[i])
+                    for i, src in enumerate(plan.sources)
+                    if i not in plan.dependent
+                )
+                spliced.append(dataclasses.replace(plan.splice, fixed=fixed))
+                continue
             if plan.fetch is None:
                 [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
                 continue
@@ -393,7 +412,13 @@ class Interceptor:
                 extra.append(results[index])
             else:
                 extra += slot_texts(plan.site, plan.resolved.signature, results[index])
-        return bind.with_extra_text_values(extra)
+        if not spliced:
+            return Bound(bind.with_extra_text_values(extra))
+        plan = SplicePlan(tuple(spliced))
+        formats = bind.result_formats
+        if len(formats) > 1:  # one code per column: the hidden columns come as text
+            bind = dataclasses.replace(bind, result_formats=(*formats, *[0] * plan.hidden))
+        return Bound(bind.with_extra_text_values(extra), plan, bind.result_formats)
 
     def _fetch_for_bind(
         self, sql: str, call: CallSite, calls: Sequence[CallSite], dependent: tuple[int, ...]
@@ -533,6 +558,7 @@ class _PlannedCall:
     sources: tuple[_Source, ...]  # for row-dependent positions, a placeholder filled per argument tuple
     fetch: str | None = None  # row-dependent: the query for the distinct argument tuples
     dependent: tuple[int, ...] = ()  # row-dependent: the argument positions that vary per row
+    splice: SplicedCall | None = None  # spliced: computed from the portal's rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +573,20 @@ class PreparedPgml:
     client_params: int
     calls: tuple[_PlannedCall, ...]
     slotted: tuple[int, ...]  # outermost calls, in the order their parameters follow the client's
+
+    @property
+    def spliced(self) -> bool:
+        """Its rows carry calls the proxy computes: Describe and Execute answers pass through a splicer."""
+        return any(plan.splice is not None for plan in self.calls)
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A Bind as it goes upstream, and for a spliced statement what its portal's rows need."""
+
+    bind: bytes
+    splice: SplicePlan | None = None
+    result_formats: tuple[int, ...] = ()  # as sent upstream, hidden columns included
 
 
 def _reads_rows(call: CallSite) -> bool:
@@ -563,6 +603,30 @@ def _key_of(texts: Iterable[str]) -> str:
 
 def _key(call: CallSite, dependent: Sequence[int], sql: str) -> str:
     return _key_of(call.args[i].span.text(sql) for i in dependent)
+
+
+def _splice_edits(
+    sql: str, planned: SplicedCall, arguments: Sequence[str] | Sequence[Any]
+) -> tuple[tuple[int, int, str], tuple[int, int, str]]:
+    """The placeholder column in place of the call's select-list entry, and the hidden argument columns
+    appended to the select list (``arguments``: argument texts, or the call's arguments to read them)."""
+    call = planned.site
+    target, expression, level = call.target_span, call.expr_span, call.level
+    assert target is not None and expression is not None and level is not None
+    assert level.targets_end is not None
+    # The placeholder keeps the casts as written, so the upstream describes the column's final type.
+    placeholder = (
+        sql[target.start : call.span.start]
+        + f"NULL::{planned.returns.name}"
+        + sql[call.span.end : expression.end]
+        + f" AS {literals.identifier(planned.placeholder)}"
+    )
+    texts = [a if isinstance(a, str) else a.span.text(sql) for a in arguments]
+    hidden = "".join(
+        f", ({texts[i]}) AS {literals.identifier(planned.hidden_name(i))}" for i in planned.dependent
+    )
+    end = level.targets_end
+    return (target.start, target.end, placeholder), (end, end, hidden)
 
 
 def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:

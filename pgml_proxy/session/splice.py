@@ -12,7 +12,9 @@ still being computed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,9 +35,14 @@ from pgml_proxy.functions.signatures import Argument
 from pgml_proxy.sql.model import CallSite
 from pgml_proxy.wire import codes
 from pgml_proxy.wire.error_response import error_response
+from pgml_proxy.wire.extended import PARAMETER_DESCRIPTION, parameter_types
 from pgml_proxy.wire.framing import MessageScanner
 from pgml_proxy.wire.rows import (
+    COMMAND_COMPLETE,
     DATA_ROW,
+    EMPTY_QUERY,
+    NO_DATA,
+    PORTAL_SUSPENDED,
     ROW_DESCRIPTION,
     Field,
     data_row,
@@ -87,7 +94,7 @@ class _Column:
     resolved: ResolvedCall
     index: int  # placeholder position among the visible columns
     field: Field
-    hidden: list[tuple[int, str]]  # (column position, type name) per dependent argument
+    hidden: list[tuple[int, str, int]]  # (column position, type name, format) per dependent argument
 
 
 class RowSplicer:
@@ -102,22 +109,22 @@ class RowSplicer:
 
     def describe(self, body: bytes) -> bytes:
         """The client's RowDescription; resolves each call against its arguments' actual types."""
-        fields = decode_row_description(body)
+        return self.describe_fields(decode_row_description(body))
+
+    def describe_fields(self, fields: list[Field]) -> bytes:
+        """``describe`` for columns known already (a prepared statement's, with the portal's formats)."""
         self._visible = len(fields) - self._plan.hidden
         positions = {f.name: i for i, f in enumerate(fields)}
         visible = fields[: self._visible]
         self._columns = []
         for call in self._plan.calls:
             index = positions[call.placeholder]
-            hidden = [
-                (positions[call.hidden_name(p)], _type_name(fields[positions[call.hidden_name(p)]].type_oid))
-                for p in call.dependent
-            ]
+            hidden = [fields[positions[call.hidden_name(p)]] for p in call.dependent]
             types = ["unknown"] * len(call.site.args)
             for position, type_name, _ in call.fixed:
                 types[position] = type_name
-            for position, (_, type_name) in zip(call.dependent, hidden, strict=True):
-                types[position] = type_name
+            for position, field in zip(call.dependent, hidden, strict=True):
+                types[position] = _type_name(field.type_oid)
             resolved = self._registry.resolve(
                 call.site.name, [Argument(t, a.name) for t, a in zip(types, call.site.args, strict=True)]
             )
@@ -128,7 +135,8 @@ class RowSplicer:
                     hint="Call it in FROM, or cast the argument (e.g. ::text[]) so the proxy sees its type.",
                 )
             visible[index] = visible[index].renamed(call.site.column_name or call.site.name)
-            self._columns.append(_Column(call, resolved, index, visible[index], hidden))
+            hidden_at = [(positions[f.name], _type_name(f.type_oid), f.format) for f in hidden]
+            self._columns.append(_Column(call, resolved, index, visible[index], hidden_at))
         return row_description(visible)
 
     async def rows(self, bodies: Sequence[bytes]) -> bytes:
@@ -150,9 +158,9 @@ class RowSplicer:
             row: list[Any] = [None] * len(call.site.args)
             for position, _, value in call.fixed:
                 row[position] = value
-            for position, (index, type_name) in zip(call.dependent, column.hidden, strict=True):
+            for position, (index, type_name, fmt) in zip(call.dependent, column.hidden, strict=True):
                 raw = values[index]
-                row[position] = None if raw is None else _decode(type_name, bytes(raw))
+                row[position] = None if raw is None else _decode(type_name, fmt, bytes(raw))
             arguments.append(row)
         results = await self._registry.call(self._engine, column.resolved, arguments)
         return [_encode(column, value) for value in results]
@@ -162,10 +170,10 @@ def _type_name(oid: int) -> str:
     return TYPE_NAMES.get(oid, f"type with oid {oid}")
 
 
-def _decode(type_name: str, raw: bytes) -> Any:
+def _decode(type_name: str, fmt: int, raw: bytes) -> Any:
     try:
-        return decode_parameter(type_name, 0, raw)
-    except ValueError as exc:
+        return decode_parameter(type_name, fmt, raw)
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
         raise InvalidParameterValue(f"cannot read a {type_name} argument: {exc}") from exc
 
 
@@ -180,16 +188,20 @@ def _encode(column: _Column, value: Any) -> bytes | None:
     return vector_binary(value) if field.format else vector_text(value)
 
 
-_WATCHED: Final = frozenset((ROW_DESCRIPTION, DATA_ROW, codes.READY_FOR_QUERY))
+QUERY_ENDS: Final = frozenset((codes.READY_FOR_QUERY,))
+"""A simple query's answer ends with ReadyForQuery."""
+EXECUTE_ENDS: Final = frozenset((COMMAND_COMPLETE, PORTAL_SUSPENDED, EMPTY_QUERY, codes.ERROR_RESPONSE))
+"""An Execute's answer ends with one of these."""
 
 
 @dataclass(frozen=True, slots=True)
 class SpliceOutcome:
     """How the statement ended upstream, and what the session still has to do about it."""
 
-    status: int  # the upstream's ReadyForQuery status; the session writes that message
+    end: bytes  # the message that ended the answer, for the session to write (or not, after an error)
+    status: int | None  # ReadyForQuery's transaction status, when that ended it
     error: ProxyError | None  # the proxy's error, already sent to the client
-    after: bytes  # what the upstream sent after ReadyForQuery (notifications, say)
+    after: bytes  # what the upstream sent after the end (notifications, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +225,15 @@ class SpliceStream:
         pause_upstream: Callable[[], None],
         resume_upstream: Callable[[], None],
         window: int = WINDOW_ROWS,
+        ends: frozenset[int] = QUERY_ENDS,
     ) -> None:
         self._splicer = splicer
+        self._ends = ends
         self._write = write
         self._pause = pause_upstream
         self._resume = resume_upstream
         self._window_size = window
-        self._scanner = MessageScanner(_WATCHED)
+        self._scanner = MessageScanner(frozenset((ROW_DESCRIPTION, DATA_ROW)) | ends)
         self._window: list[bytes] = []
         self._queue: deque[bytes | _Window | ProxyError] = deque()
         self._queued_rows = 0
@@ -229,17 +243,17 @@ class SpliceStream:
         self._interrupt: asyncio.Future[ProxyError] = asyncio.get_running_loop().create_future()
         self._error: ProxyError | None = None
         self._doomed = False  # an error is queued: nothing after it needs computing
-        self._status: int | None = None
+        self._end: bytes | None = None
         self._after: list[bytes] = []
 
     @property
     def upstream_done(self) -> bool:
-        """The upstream has answered the statement completely (its ReadyForQuery came)."""
-        return self._status is not None
+        """The upstream has answered completely."""
+        return self._end is not None
 
     def feed(self, data: bytes) -> None:
         """Take the upstream's next bytes (those meant for the client)."""
-        if self._status is not None:
+        if self._end is not None:
             self._after.append(data)
             return
         chunk, frames = self._scanner.feed(data)
@@ -255,8 +269,8 @@ class SpliceStream:
                     self._close_window()
             elif kind == ROW_DESCRIPTION:
                 self._describe(chunk[start:end])
-            else:  # ReadyForQuery: the statement's answer is complete
-                self._status = chunk[start]
+            else:  # the answer is complete
+                self._end = chunk[start - 5 : end]
                 self._after.append(chunk[end:] + self._scanner.drain())
                 pos = len(chunk)
                 break
@@ -282,7 +296,7 @@ class SpliceStream:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
-            while self._status is None or self._queue:
+            while self._end is None or self._queue:
                 if self._interrupt.done():
                     self._fail(self._interrupt.result())
                 if not self._queue:
@@ -299,7 +313,9 @@ class SpliceStream:
                         self._release(item.rows)
                 else:
                     self._write(item)
-            return SpliceOutcome(self._status, self._error, b"".join(self._after))
+            end = self._end
+            status = end[5] if end[0] == codes.READY_FOR_QUERY else None
+            return SpliceOutcome(end, status, self._error, b"".join(self._after))
         finally:
             self._drop_pending()
 
@@ -386,3 +402,55 @@ class SpliceStream:
         if self._paused and self._queued_rows < QUEUED_WINDOWS * self._window_size // 2:
             self._paused = False
             self._resume()
+
+
+class StatementDescription:
+    """Takes the upstream's answer to the proxy's own Describe of a spliced statement, sent after its Parse.
+
+    ParseComplete is the client's and passes; the ParameterDescription and RowDescription are kept for the
+    session, which answers the client's Describes and describes its portals from them. After an error
+    (the Parse failed, which the client hears) there is no description.
+    """
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._scanner = MessageScanner(
+            frozenset((PARAMETER_DESCRIPTION, ROW_DESCRIPTION, NO_DATA, codes.ERROR_RESPONSE))
+        )
+        self._parameters: tuple[int, ...] = ()
+        self.done: asyncio.Future[tuple[tuple[int, ...], list[Field]] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def feed(self, data: bytes) -> None:
+        if self.done.done():
+            self._write(data)
+            return
+        chunk, frames = self._scanner.feed(data)
+        out, pos = [], 0
+        for kind, start, end in frames:
+            if kind == codes.ERROR_RESPONSE:
+                self.done.set_result(None)
+                break
+            out.append(chunk[pos : start - 5])
+            pos = end
+            if kind == PARAMETER_DESCRIPTION:
+                self._parameters = parameter_types(chunk[start:end])
+            else:
+                fields = decode_row_description(chunk[start:end]) if kind == ROW_DESCRIPTION else []
+                self.done.set_result((self._parameters, fields))
+                break
+        out.append(chunk[pos:])
+        if self.done.done():
+            out.append(self._scanner.drain())
+        self._write(b"".join(out))
+
+
+def portal_fields(fields: Sequence[Field], result_formats: Sequence[int]) -> list[Field]:
+    """A statement's columns as a portal bound with ``result_formats`` describes them."""
+    if not result_formats:
+        return list(fields)
+    return [
+        dataclasses.replace(f, format=result_formats[0] if len(result_formats) == 1 else result_formats[i])
+        for i, f in enumerate(fields)
+    ]

@@ -46,6 +46,7 @@ class UpstreamSide:
         "protocol_minor",
         "proxy_key",
         "ready_count",
+        "skipping_to_sync",
         "transaction_status",
         "upstream_key",
     )
@@ -56,6 +57,9 @@ class UpstreamSide:
         self.protocol_minor = requested_minor
         self.authenticated = False
         self.ready_count = 0
+        # An error went by since the last ReadyForQuery: the upstream ignores extended-protocol messages
+        # until the next Sync, so a side query sent now would never be answered.
+        self.skipping_to_sync = False
         self.transaction_status = IDLE
         self.parameters: dict[str, str] = {}
         self.upstream_key: CancelKey | None = None
@@ -97,6 +101,7 @@ class UpstreamSide:
         if kind == codes.READY_FOR_QUERY:
             self.ready_count += 1
             self.transaction_status = chunk[start]
+            self.skipping_to_sync = False
         elif kind == codes.PARAMETER_STATUS:
             name, value = parameter_status(chunk[start:end])
             self.parameters[name] = value
@@ -106,13 +111,15 @@ class UpstreamSide:
             keep = self._trims.popleft()[1] if self._trims else None
             if keep is not None:
                 return parameter_description(parameter_types(chunk[start:end])[:keep])
-        elif self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
-            message = decode_fields(chunk[start:end]).get(MESSAGE, "")
-            for name in list(self.markers):
-                if f'"{name}"' in message:
-                    return self.markers.pop(name)
-        elif is_fatal(chunk[start:end]):
-            self.closed_by_fatal = True
+        else:  # ErrorResponse
+            self.skipping_to_sync = True
+            if self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
+                message = decode_fields(chunk[start:end]).get(MESSAGE, "")
+                for name in list(self.markers):
+                    if f'"{name}"' in message:
+                        return self.markers.pop(name)
+            elif is_fatal(chunk[start:end]):
+                self.closed_by_fatal = True
         return None
 
     def _startup(self, chunk: bytes, frames: list[tuple[int, int, int]]) -> bytes:

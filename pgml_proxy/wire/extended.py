@@ -85,6 +85,11 @@ def target(body: bytes) -> tuple[str, str]:
     return chr(body[0]), name
 
 
+def execute_portal(body: bytes) -> str:
+    """Execute: the portal's name."""
+    return read_cstring(body, 0)[0]
+
+
 def describe_statement(name: str) -> bytes:
     return message(codes.DESCRIBE, b"S" + cstring(name))
 
