@@ -186,7 +186,6 @@ RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-
 AFTER_WRITE = (
     "refused (0A000): a row-dependent call after a statement that may change rows in one query string"
 )
-RETURNING = "not yet: row-dependent calls in RETURNING (0A000)"
 TWO_ROW_CALLS = f"SELECT id, {emb('body')} IS NULL AS a, {emb('title')} IS NULL AS b FROM docs ORDER BY id"
 
 CORPUS: list[Case] = [
@@ -560,7 +559,6 @@ CORPUS: list[Case] = [
     Case(
         "update-returning-new-value",
         f"UPDATE docs SET title = title || '!' WHERE id IN (2, 3) RETURNING id, {emb('title')} AS e",
-        xfail=RETURNING,
     ),
     Case(
         "update-set-constant",
@@ -595,6 +593,16 @@ CORPUS: list[Case] = [
     Case(
         "delete-returning",
         f"DELETE FROM doc_vec WHERE id IN (SELECT id FROM doc_vec ORDER BY emb <=> {vec(q('cheap flights'))} LIMIT 2) RETURNING id",
+    ),
+    Case(
+        "insert-values-returning-row-dependent",
+        f"INSERT INTO notes (doc_id, idx, body) VALUES (1, 1, 'first note'), (2, 1, NULL), (3, 1, 'é ✓') "
+        f"RETURNING doc_id, {vec('body')}, {emb('body')} AS e",
+        texts=("first note", "é ✓"),
+    ),
+    Case(
+        "delete-returning-row-dependent",
+        f"DELETE FROM docs WHERE id > 8 RETURNING id, {emb('body')}",
     ),
     Case(
         "param-insert-returning",

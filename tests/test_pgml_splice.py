@@ -164,3 +164,38 @@ def test_psql_shows_spliced_columns(proxy, table):
     )
     assert done.returncode == 0, done.stderr
     assert "1|384" in done.stdout
+
+
+def test_returning_rows_are_spliced_and_a_failure_changes_nothing(proxy, upstream, reference):
+    name = f"ret_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(upstream.url(), autocommit=True) as direct:
+        direct.execute(f"create table {name} (id int primary key, body text)")
+        direct.execute(f"insert into {name} values (1, 'one'), (2, 'two')")
+        try:
+            with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
+                rows = conn.execute(
+                    f"update {name} set body = body || ' more' returning id, pgml.embed('{MODEL}', body) as e"
+                ).fetchall()
+                assert sorted(r[0] for r in rows) == [1, 2]
+                by_id = dict(rows)
+                assert np.allclose(by_id[1], reference.encode(["one more"])[0], atol=1e-5)
+                # The computation fails after the rows were written upstream: nothing stays written.
+                with pytest.raises(psycopg.errors.UndefinedObject):
+                    conn.execute(
+                        f"update {name} set body = 'changed' returning pgml.embed('no-such-model', body)"
+                    )
+                with pytest.raises(psycopg.errors.UndefinedObject):
+                    conn.execute(
+                        f"with d as (delete from {name} returning body) select pgml.embed('no-such-model', body) from d"
+                    )
+                assert conn.execute(f"select count(*) from {name} where body like '%more'").fetchone() == (2,)
+                with pytest.raises(psycopg.errors.FeatureNotSupported, match="RETURNING"):
+                    conn.execute(
+                        f"update {name} set body = body returning length(pgml.embed('{MODEL}', body)::text)"
+                    )
+            assert direct.execute(f"select body from {name} order by id").fetchall() == [
+                ("one more",),
+                ("two more",),
+            ]
+        finally:
+            direct.execute(f"drop table {name}")

@@ -136,3 +136,17 @@ def test_psycopg_pipeline_with_spliced_statements_and_a_failure(proxy, table):
             conn.execute(f"select pgml.embed('no-such-model', body) from {table}")
             conn.execute("create temp table must_not_exist ()")  # skipped: it follows the error
         assert conn.execute("select to_regclass('pg_temp.must_not_exist')").fetchone() == (None,)
+
+
+async def test_asyncpg_returning_is_spliced_and_a_failure_rolls_the_change_back(conn, reference):
+    await conn.execute("create temp table notes (id int, body text)")
+    rows = await conn.fetch(
+        f"insert into notes values (1, $1), (2, $2) returning id, pgml.embed('{MODEL}', body) as e",
+        "un",
+        "deux",
+    )
+    assert [r["id"] for r in rows] == [1, 2]
+    assert np.allclose([r["e"] for r in rows], reference.encode(["un", "deux"]), atol=1e-5)
+    with pytest.raises(asyncpg.UndefinedObjectError):
+        await conn.fetch("update notes set body = 'gone' returning pgml.embed('no-such-model', body)")
+    assert await conn.fetchval("select count(*) from notes where body = 'gone'") == 0

@@ -579,11 +579,17 @@ def test_constant_set_returning_call_beside_a_table_is_folded_as_a_from_item():
             "INSERT INTO t (v) VALUES ((SELECT pgml.embed('m', b) FROM u LIMIT 1))",
             "not in the select list of the statement's own SELECT",
         ),
-        ("UPDATE t SET a = 1 RETURNING pgml.embed('m', b) AS e", "in RETURNING"),
+        ("UPDATE t SET a = 1 RETURNING pgml.embed('m', b) AS e", None),
+        ("DELETE FROM t RETURNING id, pgml.embed('m', b)::vector(3)", None),
+        ("UPDATE t SET a = 1 RETURNING length(pgml.embed('m', b)::text)", "part of a larger expression"),
+        (
+            "WITH x AS (UPDATE t SET a = 1 RETURNING pgml.embed('m', b) AS e) SELECT * FROM x",
+            "in RETURNING",
+        ),
         ("SELECT d.id FROM docs d, pgml.chunk('c', d.body) c", "in FROM"),
     ],
 )
-def test_row_dependent_calls_splice_only_in_a_plain_top_level_select_list(sql, reason):
+def test_row_dependent_calls_splice_only_in_a_plain_top_level_select_or_returning_list(sql, reason):
     calls = [c for c in one(sql).calls if not c.constant]
     assert len(calls) == 1
     assert calls[0].strategy is (S if reason is None else M)
@@ -596,6 +602,7 @@ def test_returning_list_entries_have_their_own_spans():
     assert (call.clause, call.target_index, call.alias) == (Clause.RETURNING, 1, "e")
     assert call.target_span.text(sql) == "pgml.embed('m', a) AS e"
     assert call.level.kind == "insert"
+    assert sql[: call.level.targets_end] == sql  # hidden columns go after the last RETURNING entry
 
 
 # --- materialize: where the arguments come from --------------------------------------------------

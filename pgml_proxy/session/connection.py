@@ -406,7 +406,7 @@ class Session:
         except SideQuerySkipped:
             return False
         except SideQueryFailed as failure:
-            self._pipeline_failed(failure)
+            self._side_query_failed(failure)
             return False
         return True
 
@@ -491,7 +491,7 @@ class Session:
                 self._forward(bind.encode())  # skipped too, like everything after the client's error
                 return
             except SideQueryFailed as failure:
-                self._pipeline_failed(failure)
+                self._side_query_failed(failure)
                 self._forward(bind.encode())
                 return
             described = self._described.get(bind.statement)
@@ -503,9 +503,9 @@ class Session:
 
         await _failing_with(compute(), self._fail_in_pipeline)
 
-    def _pipeline_failed(self, failure: SideQueryFailed) -> None:
-        """A side query in the client's pipeline failed: the upstream now skips to the client's Sync, and
-        the client hears why in place of the message the side query served."""
+    def _side_query_failed(self, failure: SideQueryFailed) -> None:
+        """The client hears a failed side query's error as its own statement's (in a pipeline, in place of
+        the message the side query served: the upstream now skips to the client's Sync)."""
         self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
 
     async def _run_query(self, query: bytes) -> None:
@@ -537,9 +537,17 @@ class Session:
             self._answer_from_side(failure.result)
 
     async def _run_spliced(self, sql: str, splicer: RowSplicer, timeout: float | None) -> None:
-        """Run a spliced statement upstream and pass its answer through ``splicer`` to the client."""
+        """Run a spliced statement upstream and pass its answer through ``splicer`` to the client.
+
+        Outside a transaction block the proxy wraps it in one of its own, committed only once every row
+        has been computed: a failure then leaves nothing done that the client was told failed.
+        """
+        side = self.upstream_side
         gate = self.upstream_gate
-        assert gate is not None
+        assert side is not None and gate is not None
+        owned = side.transaction_status == IDLE
+        if owned:
+            await self.side_query("BEGIN")
         stream = SpliceStream(
             splicer, self.client.write, lambda: gate.pause("splicing"), lambda: gate.resume("splicing")
         )
@@ -551,12 +559,19 @@ class Session:
             self._filter = None
         status = outcome.status
         assert status is not None
-        if outcome.error is not None and status == IN_TRANSACTION:
+        if owned:
+            end = "COMMIT" if outcome.error is None and status == IN_TRANSACTION else "ROLLBACK"
+            try:
+                await self.side_query(end)
+            except SideQueryFailed as failure:  # a deferred constraint, say: the statement fails after all
+                self._side_query_failed(failure)
+            status = IDLE
+        elif outcome.error is not None and status == IN_TRANSACTION:
             # The client saw the statement fail: the upstream's transaction block must fail as well.
             with contextlib.suppress(SideQueryFailed):
                 await self.side_query(raise_statement(outcome.error))
             status = FAILED_TRANSACTION
-            self.upstream_side.transaction_aborted()  # type: ignore[union-attr]
+        side.transaction_changed(status)
         self.client.write(_ready(status) + outcome.after)
         if self._draining and self.in_flight == 0:
             self.close_for_shutdown()

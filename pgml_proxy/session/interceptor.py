@@ -111,8 +111,8 @@ class Interceptor:
                     "in the same query string",
                     hint="Send it as a query of its own.",
                 )
-        # Splicing reads one result set: a query string of one plain SELECT.
-        may_splice = len(statements) == 1 and statements[0].kind == "SelectStmt"
+        # Splicing reads one result set: a query string of one statement.
+        may_splice = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
         replacements: list[tuple[int, int, str]] = []
         spliced: list[SplicedCall] = []
         for statement in statements:
@@ -148,7 +148,7 @@ class Interceptor:
         for index in order:
             call = calls[index]
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
-            if call.constant or not _reads_rows(call):
+            if call.constant or not (_reads_rows(call) or call.clause is Clause.RETURNING):
                 done[index] = await self._fold(call, texts, channel)
             elif spliced is not None and self._spliceable(call):
                 planned, placeholder, hidden = await self._splice(sql, call, texts, len(spliced), channel)
@@ -224,11 +224,7 @@ class Interceptor:
         """
         level = call.level
         if level is None or call.clause is Clause.RETURNING:
-            raise FeatureNotSupported(
-                f"pgml.{call.name} with row-dependent arguments is not supported in "
-                f"{'RETURNING' if call.clause is Clause.RETURNING else 'this position'} yet",
-                hint="Compute it in a separate SELECT.",
-            )
+            raise _not_materialized(call)
         dependent = [i for i, a in enumerate(call.args) if not a.constant]
         constant = [i for i, a in enumerate(call.args) if a.constant]
         if any(call.args[i].volatile for i in dependent):
@@ -275,13 +271,12 @@ class Interceptor:
         client_params = max([len(declared), *parameter_numbers(parse.query)])
         planned: list[_PlannedCall] = []
         forced: dict[int, str] = {}  # client parameter -> the pgml parameter type it feeds
-        may_splice = statement.kind == "SelectStmt"
+        may_splice = statement.kind in _SPLICED_KINDS
         for index, call in enumerate(calls):
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
-            dependent = (
-                tuple(i for i, a in enumerate(call.args) if not a.constant) if _reads_rows(call) else ()
-            )
+            reads_rows = _reads_rows(call) or call.clause is Clause.RETURNING
+            dependent = tuple(i for i, a in enumerate(call.args) if not a.constant) if reads_rows else ()
             nests = any(c.parent == index for c in calls)
             spliced = may_splice and bool(dependent) and not nests and self._spliceable(call)
             sources = [
@@ -291,6 +286,8 @@ class Interceptor:
                 for position in range(len(call.args))
             ]
             resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
+            if dependent and not spliced and call.clause is Clause.RETURNING:
+                raise _not_materialized(call)
             fetch = (
                 self._fetch_for_bind(parse.query, call, calls, dependent)
                 if dependent and not spliced
@@ -535,6 +532,8 @@ class Rewritten:
     splice: SplicePlan | None = None
 
 
+_SPLICED_KINDS: Final = frozenset(("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"))
+"""Statements whose rows go to the client: a SELECT's, or the RETURNING rows of a data-changing one."""
 _SAME_TYPE: Final = {"real[]": {"real[]", "float4[]", "pg_catalog.float4[]"}}
 """Cast names that leave a result's type as it is, so a spliced value needs no conversion."""
 
@@ -587,6 +586,20 @@ class Bound:
     bind: bytes
     splice: SplicePlan | None = None
     result_formats: tuple[int, ...] = ()  # as sent upstream, hidden columns included
+
+
+def _not_materialized(call: CallSite) -> FeatureNotSupported:
+    """Row-dependent positions the lookup cannot serve: RETURNING (rows not written yet) and others."""
+    if call.clause is Clause.RETURNING:
+        return FeatureNotSupported(
+            f"pgml.{call.name} with row-dependent arguments is supported in RETURNING only as a whole "
+            "column of the statement's own RETURNING list",
+            hint="Return the arguments and compute it in a separate SELECT.",
+        )
+    return FeatureNotSupported(
+        f"pgml.{call.name} with row-dependent arguments is not supported in this position yet",
+        hint="Compute it in a separate SELECT.",
+    )
 
 
 def _reads_rows(call: CallSite) -> bool:

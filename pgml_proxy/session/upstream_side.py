@@ -16,7 +16,7 @@ from pgml_proxy.wire.cancel import CancelKey, parse_backend_key_data
 from pgml_proxy.wire.error_response import MESSAGE, decode_fields, is_fatal
 from pgml_proxy.wire.extended import PARAMETER_DESCRIPTION, parameter_description, parameter_types
 from pgml_proxy.wire.framing import MessageScanner
-from pgml_proxy.wire.status import FAILED_TRANSACTION, IDLE, negotiated_minor, parameter_status
+from pgml_proxy.wire.status import IDLE, negotiated_minor, parameter_status
 
 _READY_WATCHED = frozenset(
     (codes.READY_FOR_QUERY, codes.PARAMETER_STATUS, codes.ERROR_RESPONSE, PARAMETER_DESCRIPTION)
@@ -92,9 +92,9 @@ class UpstreamSide:
         self.ready_count += 1
         self.transaction_status = status
 
-    def transaction_aborted(self) -> None:
-        """The proxy made the upstream's transaction block fail (its ReadyForQuery never reached the client)."""
-        self.transaction_status = FAILED_TRANSACTION
+    def transaction_changed(self, status: int) -> None:
+        """The proxy's own statements (not seen here) changed the upstream's transaction status."""
+        self.transaction_status = status
 
     def _track(self, kind: int, chunk: bytes, start: int, end: int) -> bytes | None:
         """Note what a message says; return what the client should get instead, if anything."""

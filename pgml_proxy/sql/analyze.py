@@ -608,7 +608,7 @@ class _Statement:
                 self.answer_query = stmt
             self._select(stmt, ctx, top=outermost, nested=False)
         elif isinstance(stmt, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt):
-            self._dml(stmt, ctx)
+            self._dml(stmt, ctx, top=outermost)
         elif isinstance(stmt, ast.ExplainStmt):
             self.explain = True
             self.inner = self._inner_span("EXPLAIN")
@@ -726,14 +726,15 @@ class _Statement:
         else:
             self._visit(node, ctx)
 
-    def _dml(self, node: ast.Node, ctx: _Ctx) -> None:
+    def _dml(self, node: ast.Node, ctx: _Ctx, *, top: bool = False) -> None:
         kinds: dict[type, LevelKind] = {
             ast.InsertStmt: "insert",
             ast.UpdateStmt: "update",
             ast.DeleteStmt: "delete",
             ast.MergeStmt: "merge",
         }
-        level = _Level(node, kinds[type(node)], ctx.level, top=False)
+        # A top-level INSERT, UPDATE or DELETE sends its RETURNING rows to the client as a SELECT would.
+        level = _Level(node, kinds[type(node)], ctx.level, top=top and not isinstance(node, ast.MergeStmt))
         c = _Ctx(level, Clause.OTHER, ctx.nested, ctx.call, False, ctx.unreachable)
         self._with(node.withClause, c)
         if isinstance(node, ast.InsertStmt):
@@ -1094,6 +1095,7 @@ class _Statement:
         with_span = None
         if layout.span[0] != layout.keyword:
             with_span = Span(toks[layout.span[0]].start, toks[layout.keyword - 1].end)
+        columns = layout.targets if kind == "select" else layout.returning
         level.frozen = QueryLevel(
             kind=kind,
             span=span(layout.span),
@@ -1105,7 +1107,7 @@ class _Statement:
             group_by=span(c.get("GROUP_P")),
             with_clause=with_span,
             join_condition=span(c.get("ON")) if kind == "merge" else None,
-            targets_end=toks[layout.targets[-1][1] - 1].end if layout.targets else None,
+            targets_end=toks[columns[-1][1] - 1].end if columns else None,
             parent=parent,
         )
         return level.frozen
@@ -1248,7 +1250,7 @@ class _Statement:
     def _why_not_splice(self, call: _Call) -> str | None:
         ctx = call.ctx
         level = ctx.level
-        if ctx.clause is not Clause.TARGET:
+        if ctx.clause is not Clause.TARGET and not (ctx.clause is Clause.RETURNING and level and level.top):
             return f"in {ctx.clause.value.replace('_', ' ').upper()}"
         if level is None or not level.top or ctx.nested:
             return "not in the select list of the statement's own SELECT"
@@ -1277,7 +1279,7 @@ class _Statement:
         if level.has_aggregate:
             return "the SELECT has aggregate or window functions"
         position = ctx.target.index + 1
-        for sort in node.sortClause or ():
+        for sort in getattr(node, "sortClause", None) or ():
             key = sort.node
             if isinstance(key, ast.A_Const) and isinstance(key.val, ast.Integer) and key.val.ival == position:
                 return "ORDER BY refers to the pgml column"

@@ -20,7 +20,8 @@ class Strategy(enum.Enum):
     ANSWER = "answer"
     #: Constant arguments in a statement that also needs the upstream: evaluate once, bind the result.
     FOLD = "fold"
-    #: Row-dependent scalar call that is a column of a plain top-level SELECT: compute per row, splice in.
+    #: Row-dependent scalar call that is a column of a plain top-level SELECT (or of a top-level INSERT,
+    #: UPDATE or DELETE's RETURNING list): computed per row as the rows go to the client.
     SPLICE = "splice"
     #: Any other row-dependent position: fetch distinct arguments, compute, ship back, rewrite to look up.
     MATERIALIZE = "materialize"
@@ -157,7 +158,7 @@ class QueryLevel:
     with_clause: Span | None = None
     #: MERGE's ON condition.
     join_condition: Span | None = None
-    #: SELECT: where the select list ends (after its last entry), for columns appended to it.
+    #: Where the select list (or INSERT/UPDATE/DELETE's RETURNING list) ends, for columns appended to it.
     targets_end: int | None = None
     #: The enclosing level (correlated subquery, LATERAL subquery, CTE body …); None at the top.
     parent: QueryLevel | None = field(default=None, repr=False)
