@@ -10,11 +10,14 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pgml_proxy.embedded import EmbeddedPostgres
 from tests.support.servers import HBA, ROLES_SQL, ProxyProcess, free_port, run_psql, start_proxy
+
+EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Upstream:
@@ -54,6 +57,17 @@ def upstream() -> Iterator[Upstream]:
             yield Upstream(server.dsn(), "127.0.0.1", server.port)
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference() -> Any:
+    """The embedding model the proxy serves, loaded in this process to check what the proxy returns."""
+    from pgml_engines.config import EngineConfig
+    from pgml_engines.resolve import ModelResolver
+    from sentence_transformers import SentenceTransformer
+
+    path = ModelResolver(EngineConfig()).resolve(EMBED_MODEL).path
+    return SentenceTransformer(str(path), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -18,17 +18,6 @@ from tests.support.servers import run_psql
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """The same model in this process, to check what the proxy returns."""
-    from pgml_engines.config import EngineConfig
-    from pgml_engines.resolve import ModelResolver
-    from sentence_transformers import SentenceTransformer
-
-    path = ModelResolver(EngineConfig()).resolve(MODEL).path
-    return SentenceTransformer(str(path), device="cpu")
-
-
 @pytest.fixture
 def cursor(proxy):
     """A psycopg cursor that sends plain Query messages (client-side binding)."""

@@ -19,15 +19,6 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OPTIONS = json.dumps({"chunk_size": 3, "chunk_overlap": 0, "separator": " "})
 
 
-@pytest.fixture(scope="module")
-def reference():
-    from pgml_engines.config import EngineConfig
-    from pgml_engines.resolve import ModelResolver
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(ModelResolver(EngineConfig()).resolve(MODEL).path), device="cpu")
-
-
 @pytest.fixture
 async def conn(proxy):
     connection = await asyncpg.connect(proxy.url())

@@ -24,15 +24,6 @@ DOCS = {
 CHUNKING = """'{"chunk_size": 12, "chunk_overlap": 0, "separator": ". "}'"""
 
 
-@pytest.fixture(scope="module")
-def reference():
-    from pgml_engines.config import EngineConfig
-    from pgml_engines.resolve import ModelResolver
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(ModelResolver(EngineConfig()).resolve(MODEL).path), device="cpu")
-
-
 @pytest.fixture
 def cursor(proxy):
     with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:

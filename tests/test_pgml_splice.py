@@ -24,15 +24,6 @@ ROWS = 3000
 
 
 @pytest.fixture(scope="module")
-def reference():
-    from pgml_engines.config import EngineConfig
-    from pgml_engines.resolve import ModelResolver
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(ModelResolver(EngineConfig()).resolve(MODEL).path), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def table(upstream):
     """``docs(id, body)``: ROWS short texts, some NULL and some empty."""
     name = f"splice_{uuid.uuid4().hex[:8]}"

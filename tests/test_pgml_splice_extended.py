@@ -20,15 +20,6 @@ ROWS = 500
 
 
 @pytest.fixture(scope="module")
-def reference():
-    from pgml_engines.config import EngineConfig
-    from pgml_engines.resolve import ModelResolver
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(ModelResolver(EngineConfig()).resolve(MODEL).path), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def table(upstream):
     name = f"xsplice_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(upstream.url(), autocommit=True) as conn:

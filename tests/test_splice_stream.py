@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from pgml_proxy.errors import QueryCanceled, UndefinedObject
-from pgml_proxy.session.splice import SpliceStream
+from pgml_proxy.session.splice import SpliceOutcome, SpliceStream
 from pgml_proxy.wire.framing import MessageScanner, message
 from pgml_proxy.wire.rows import Field, data_row, row_description
 
@@ -67,23 +67,23 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def stream_for(
-    splicer: HeldSplicer, client: Client, window: int = 2, flow: list[str] | None = None
-) -> SpliceStream:
-    flow = flow if flow is not None else []
-    return SpliceStream(
+def started(
+    window: int = 2, flow: list[str] | None = None, timeout: float | None = None
+) -> tuple[HeldSplicer, Client, SpliceStream, asyncio.Task[SpliceOutcome]]:
+    """A stream with its writer running, and the splicer and client it talks to."""
+    splicer, client, flow = HeldSplicer(), Client(), flow if flow is not None else []
+    stream = SpliceStream(
         splicer,  # type: ignore[arg-type]
         client.write,
         lambda: flow.append("pause"),
         lambda: flow.append("resume"),
         window=window,
     )
+    return splicer, client, stream, asyncio.create_task(stream.run(timeout))
 
 
 async def test_rows_leave_in_order_and_a_window_goes_out_before_the_next_is_computed():
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client)
-    runner = asyncio.create_task(stream.run())
+    splicer, client, stream, runner = started()
     stream.feed(ROW_DESC + row(1) + row(2))
     await settle()
     assert client.kinds() == "T"
@@ -102,9 +102,7 @@ async def test_rows_leave_in_order_and_a_window_goes_out_before_the_next_is_comp
 
 
 async def test_a_message_split_across_reads_and_bytes_after_ready_for_query():
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client, window=10)
-    runner = asyncio.create_task(stream.run())
+    splicer, client, stream, runner = started(window=10)
     whole = ROW_DESC + row(1) + COMPLETE
     for i in range(0, len(whole), 3):
         stream.feed(whole[i : i + 3])
@@ -122,9 +120,7 @@ async def test_a_message_split_across_reads_and_bytes_after_ready_for_query():
 
 
 async def test_a_failed_window_ends_the_answer_with_the_error_and_drops_the_rest():
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client)
-    runner = asyncio.create_task(stream.run())
+    splicer, client, stream, runner = started()
     stream.feed(ROW_DESC + row(1) + row(2) + row(3) + row(4) + row(5) + COMPLETE)
     await settle()
     splicer.windows[0][1].set_result(None)
@@ -139,10 +135,8 @@ async def test_a_failed_window_ends_the_answer_with_the_error_and_drops_the_rest
 
 
 async def test_a_describe_failure_computes_nothing():
-    splicer, client = HeldSplicer(), Client()
+    splicer, client, stream, runner = started()
     splicer.describe_error = UndefinedObject("no such model")
-    stream = stream_for(splicer, client)
-    runner = asyncio.create_task(stream.run())
     stream.feed(ROW_DESC + row(1) + row(2) + row(3) + COMPLETE + ready())
     outcome = await runner
     assert client.kinds() == "E" and splicer.windows == []
@@ -150,9 +144,7 @@ async def test_a_describe_failure_computes_nothing():
 
 
 async def test_cancel_interrupts_a_window_being_computed():
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client)
-    runner = asyncio.create_task(stream.run())
+    splicer, client, stream, runner = started()
     stream.feed(ROW_DESC + row(1) + row(2))
     await settle()
     stream.cancel(QueryCanceled("canceling statement due to user request"))
@@ -165,18 +157,15 @@ async def test_cancel_interrupts_a_window_being_computed():
 
 
 async def test_statement_timeout_bounds_the_computation():
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client)
-    runner = asyncio.create_task(stream.run(timeout=0.05))
+    _, _, stream, runner = started(timeout=0.05)
     stream.feed(ROW_DESC + row(1) + row(2) + COMPLETE + ready())
     outcome = await runner
     assert isinstance(outcome.error, QueryCanceled) and "statement timeout" in outcome.error.message
 
 
 async def test_the_upstream_is_paused_while_too_many_rows_wait():
-    splicer, client, flow = HeldSplicer(), Client(), []
-    stream = stream_for(splicer, client, window=1, flow=flow)
-    runner = asyncio.create_task(stream.run())
+    flow: list[str] = []
+    splicer, client, stream, runner = started(window=1, flow=flow)
     stream.feed(ROW_DESC + b"".join(row(n) for n in range(1, 6)))
     await settle()
     assert flow == ["pause"]  # four windows waiting (the default QUEUED_WINDOWS) is enough
@@ -191,9 +180,7 @@ async def test_the_upstream_is_paused_while_too_many_rows_wait():
 
 @pytest.mark.parametrize("cut", [1, 4, 5, 6])
 async def test_a_row_split_anywhere_is_kept_whole(cut):
-    splicer, client = HeldSplicer(), Client()
-    stream = stream_for(splicer, client, window=1)
-    runner = asyncio.create_task(stream.run())
+    splicer, _, stream, runner = started(window=1)
     data = ROW_DESC + row(12345)
     stream.feed(data[: len(ROW_DESC) + cut])
     stream.feed(data[len(ROW_DESC) + cut :] + COMPLETE + ready())
