@@ -201,3 +201,24 @@ async def test_statement_timeout_bounds_engine_work_under_the_extended_protocol(
         )
     finally:
         await conn.close()
+
+
+def test_rows_that_change_under_a_materialized_call_fail_with_40001(proxy, cursor):
+    """A function that claims to be stable but is not makes the argument read and the statement disagree."""
+    suffix = f"s_{uuid.uuid4().hex[:8]}"
+    cursor.execute(f"create sequence {suffix}")
+    cursor.execute(
+        f"create function {suffix}() returns text language plpgsql stable "
+        f"as $$ begin return nextval('{suffix}')::text; end $$"
+    )
+    try:
+        with pytest.raises(
+            psycopg.errors.SerializationFailure, match="changed while pgml.embed ran"
+        ) as caught:
+            cursor.execute(
+                f"select id from {cursor.table} where pgml.embed('{MODEL}', body || {suffix}()) is not null"
+            )
+        assert "Retry" in caught.value.diag.message_hint
+        cursor.execute("select 1")
+    finally:
+        cursor.execute(f"drop function {suffix}(); drop sequence {suffix}")

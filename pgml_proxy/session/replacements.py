@@ -142,14 +142,15 @@ def lookup_value(signature: Signature, result: Any) -> Any:
     ]
 
 
+ARGUMENTS_CHANGED = "pgml-proxy: arguments changed since they were read, in "
+"""What a failed lookup's error says: :mod:`upstream_side` turns that error into a retryable 40001."""
+
+
 def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> str:
     """The expression that finds this row's result in ``mapping`` (SQL for the jsonb object of results
-    keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly (22P02
-    naming them) instead of reading NULL."""
-    missing = (
-        f"to_jsonb((E'pgml-proxy: arguments changed while pgml.{call.name} ran, retry the statement: '"
-        f" || {key})::int)"
-    )
+    keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly
+    (SQLSTATE 40001, naming them) instead of reading NULL."""
+    missing = f"to_jsonb((E'{ARGUMENTS_CHANGED}pgml.{call.name}: ' || {key})::int)"
     found = f"coalesce(({mapping}) -> ({key}), {missing})"
     returns = signature.returns
     lateral = "" if call.lateral else "LATERAL "

@@ -11,9 +11,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from pgml_proxy.session.replacements import ARGUMENTS_CHANGED
 from pgml_proxy.wire import auth, codes
 from pgml_proxy.wire.cancel import CancelKey, parse_backend_key_data
-from pgml_proxy.wire.error_response import MESSAGE, decode_fields, is_fatal
+from pgml_proxy.wire.error_response import (
+    DETAIL,
+    HINT,
+    MESSAGE,
+    SEVERITY,
+    SEVERITY_NONLOCALIZED,
+    SQLSTATE,
+    decode_fields,
+    encode_fields,
+    is_fatal,
+)
 from pgml_proxy.wire.extended import PARAMETER_DESCRIPTION, parameter_description, parameter_types
 from pgml_proxy.wire.framing import MessageScanner
 from pgml_proxy.wire.status import IDLE, negotiated_minor, parameter_status
@@ -113,6 +124,9 @@ class UpstreamSide:
                 return parameter_description(parameter_types(chunk[start:end])[:keep])
         else:  # ErrorResponse
             self.skipping_to_sync = True
+            failure = _serialization_failure(chunk[start:end]) if _CHANGED in chunk[start:end] else None
+            if failure is not None:
+                return failure
             if self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
                 message = decode_fields(chunk[start:end]).get(MESSAGE, "")
                 for name in list(self.markers):
@@ -162,3 +176,24 @@ def _apply(chunk: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
         pos = end
     out.append(chunk[pos:])
     return b"".join(out)
+
+
+_CHANGED = ARGUMENTS_CHANGED.encode()
+
+
+def _serialization_failure(body: bytes) -> bytes | None:
+    """A materialized call's lookup found no result: the rows changed between the proxy's read of the
+    arguments and the statement. That is a serialization failure (40001), which clients and ORMs retry."""
+    fields = decode_fields(body)
+    if fields.get(SQLSTATE) != "22P02":
+        return None
+    _, _, detail = fields.get(MESSAGE, "").partition(ARGUMENTS_CHANGED)
+    call, _, arguments = detail.rstrip('"').partition(": ")
+    failure = {code: fields[code] for code in (SEVERITY, SEVERITY_NONLOCALIZED) if code in fields}
+    failure[SQLSTATE] = "40001"
+    failure[MESSAGE] = f"could not serialize access: rows changed while {call} ran"
+    failure[DETAIL] = (
+        f"No result was computed for the arguments {arguments}: they changed after the proxy read them."
+    )
+    failure[HINT] = "Retry the transaction."
+    return encode_fields(codes.ERROR_RESPONSE, failure)
