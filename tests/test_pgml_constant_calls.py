@@ -220,3 +220,41 @@ def test_models_directory_and_paths_follow_the_configuration(proxy, proxy_factor
     assert "ERROR:  42704" in psql_error(proxy, f"select pgml.embed('{packaged}', 'x')")
     configured = proxy_factory("--models-dir", str(tmp_path / "models"))
     assert psql(configured, "select array_length(pgml.embed('mini', 'x'), 1)") == "384"
+
+
+def test_statements_of_pgml_calls_only_are_answered_without_the_upstream(proxy, upstream, reference):
+    """The upstream's backend never sees them: its last statement stays the one before."""
+    with psycopg.connect(proxy.url(), cursor_factory=ClientCursor) as conn:
+        cursor = conn.cursor()
+        pid = cursor.execute("select pg_backend_pid()").fetchone()[0]
+        answered = [
+            (f"select pgml.version() as v, pgml.embed('{MODEL}', 'hi')::real[]", ["v", "embed"], [25, 1021]),
+            (
+                'select * from pgml.chunk(\'character\', \'a b c\', \'{"chunk_size": 1, "chunk_overlap": 0, "separator": " "}\') '
+                "as c(i, piece)",
+                ["i", "piece"],
+                [20, 25],
+            ),
+            (f"select e from pgml.embed('{MODEL}', array['x', 'y']) as e", ["e"], [1021]),
+            (
+                'select pgml.chunk(\'character\', \'a b c\', \'{"chunk_size": 1, "chunk_overlap": 0, "separator": " "}\'), '
+                f"pgml.embed('{MODEL}', array['x', 'y']), pgml.version()",
+                ["chunk", "embed", "version"],
+                [2249, 1021, 25],
+            ),
+        ]
+        results = []
+        for sql, names, oids in answered:
+            cursor.execute(sql)
+            assert [(c.name, c.type_code) for c in cursor.description] == list(zip(names, oids, strict=True))
+            results.append(cursor.fetchall())
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # the block goes on
+        conn.rollback()
+    with psycopg.connect(upstream.url()) as direct:
+        last = direct.execute("select query from pg_stat_activity where pid = %s", [pid]).fetchone()
+    assert last in (None, ("select pg_backend_pid()",), ("ROLLBACK",))
+    assert np.allclose(results[0][0][1], reference.encode(["hi"])[0], atol=1e-5)
+    assert results[1] == [(1, "a"), (2, "b"), (3, "c")]
+    # Set-returning calls in a select list run in lockstep; the shorter one is padded with NULL.
+    chunks, vectors, versions = zip(*results[3], strict=True)
+    assert chunks == (("1", "a"), ("2", "b"), ("3", "c")) and vectors[2] is None and len(set(versions)) == 1

@@ -213,7 +213,7 @@ def test_rows_that_change_under_a_materialized_call_fail_with_40001(proxy, curso
     )
     try:
         with pytest.raises(
-            psycopg.errors.SerializationFailure, match="changed while pgml.embed ran"
+            psycopg.errors.SerializationFailure, match=r"changed while pgml\.embed ran"
         ) as caught:
             cursor.execute(
                 f"select id from {cursor.table} where pgml.embed('{MODEL}', body || {suffix}()) is not null"

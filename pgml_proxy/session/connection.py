@@ -523,6 +523,10 @@ class Session:
             started = loop.time()
             interceptor = self.server.interceptor
             rewritten = await _bounded(interceptor.rewrite(sql, self), timeout)
+            if rewritten.answer is not None:
+                self.client.write(rewritten.answer + _ready(status))
+                self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
+                return
             if rewritten.splice is None:
                 self._forward(message(QUERY, rewritten.sql.encode() + b"\x00"))
                 return

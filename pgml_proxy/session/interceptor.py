@@ -1,10 +1,11 @@
 """Rewriting a statement that calls pgml functions into one the upstream can run (DESIGN §4).
 
-Constant arguments are folded: each call is evaluated once (innermost first) and its result enters the
-statement as a typed literal or an extra parameter, so the upstream does the rest (casts such as
-``::vector(384)``, operators, ORDER BY, output formats). A row-dependent call in the select list of a
-plain SELECT is spliced under the simple protocol: it becomes a placeholder column plus hidden argument
-columns, and :mod:`splice` computes it as the rows stream by. Every other row-dependent call is
+A statement made only of pgml calls with constant arguments is answered by the proxy (:mod:`answer`).
+Elsewhere constant arguments are folded: each call is evaluated once (innermost first) and its result
+enters the statement as a typed literal or an extra parameter, so the upstream does the rest (casts such
+as ``::vector(384)``, operators, ORDER BY, output formats). A row-dependent call that is a whole column of
+the statement's own select (or RETURNING) list is spliced: it becomes a placeholder column plus hidden
+argument columns, and :mod:`splice` computes it as the rows stream by. Every other row-dependent call is
 materialized: its distinct argument tuples are fetched and computed first, and the statement looks its
 row's result up.
 """
@@ -24,7 +25,8 @@ from pgml_engines import Engine, EngineConfig
 
 from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyntaxError
 from pgml_proxy.functions.registry import Registry, ResolvedCall
-from pgml_proxy.functions.signatures import UNKNOWN, Argument
+from pgml_proxy.functions.signatures import UNKNOWN, Argument, Signature
+from pgml_proxy.session.answer import answer
 from pgml_proxy.session.replacements import (
     LiteralSlots,
     ParameterSlots,
@@ -40,7 +42,7 @@ from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
-from pgml_proxy.wire.types import FLOAT4_ARRAY, TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter
+from pgml_proxy.wire.types import FLOAT4_ARRAY, TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter, keeps_type
 
 ANALYSIS_CACHE_SIZE: Final = 512
 
@@ -111,6 +113,9 @@ class Interceptor:
                     "in the same query string",
                     hint="Send it as a query of its own.",
                 )
+        only = statements[0] if len(statements) == 1 else None
+        if only is not None and only.strategy is Strategy.ANSWER and only.kind == "SelectStmt":
+            return await self._answer(sql, only, channel)
         # Splicing reads one result set: a query string of one statement.
         may_splice = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
         replacements: list[tuple[int, int, str]] = []
@@ -169,10 +174,9 @@ class Interceptor:
         returns = self.registry.scalar_return(call.name)
         if returns is None or call.target_span is None or call.expr_span is None:
             return False
-        same = _SAME_TYPE.get(returns.name, {returns.name})
         *inner, last = call.casts or (returns.name,)
         vector = returns is FLOAT4_ARRAY and (last == "vector" or last.startswith("vector("))
-        return all(cast in same for cast in inner) and (last in same or vector)
+        return keeps_type(returns, inner) and (vector or keeps_type(returns, [last]))
 
     def _splice_call(self, call: CallSite, number: int) -> SplicedCall:
         """A spliced call's plan, its constant arguments still to be filled in."""
@@ -199,12 +203,33 @@ class Interceptor:
         )
         return planned, *_splice_edits(sql, planned, texts)
 
-    async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
-        """Constant arguments: one evaluation, its value in place of the call."""
+    async def _answer(self, sql: str, statement: StatementAnalysis, channel: SideChannel) -> Rewritten:
+        """A statement of pgml calls only: answered by the proxy, or folded when its types need the upstream."""
+        calls = statement.calls
+        done: dict[int, str] = {}
+        results: dict[int, tuple[Signature, Any]] = {}
+        for index, call in enumerate(calls):  # nested calls come before the call they are arguments of
+            texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
+            signature, result = await self._compute(call, texts, channel)
+            done[index] = call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
+            if call.parent is None:
+                results[index] = (signature, result)
+        answered = answer(statement.answer, calls, results)
+        if answered is not None:
+            return Rewritten(sql, answer=answered)
+        edits = [edit for index in results for edit in _call_edits(calls[index], done[index])]
+        return Rewritten(splice(sql, edits))
+
+    async def _compute(self, call: CallSite, texts: list[str], channel: SideChannel) -> tuple[Signature, Any]:
+        """A call with constant arguments, evaluated once."""
         values = await self._evaluate(call, texts, range(len(call.args)), channel)
         resolved = self._resolve(call, [v.type for v in values])
         [result] = await self.registry.call(await self.engine(), resolved, [[v.value for v in values]])
-        signature = resolved.signature
+        return resolved.signature, result
+
+    async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
+        """Constant arguments: one evaluation, its value in place of the call."""
+        signature, result = await self._compute(call, texts, channel)
         return call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
 
     async def _materialize(
@@ -530,12 +555,12 @@ class Rewritten:
 
     sql: str
     splice: SplicePlan | None = None
+    #: The whole answer up to CommandComplete, when the proxy answers the statement itself.
+    answer: bytes | None = None
 
 
 _SPLICED_KINDS: Final = frozenset(("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"))
 """Statements whose rows go to the client: a SELECT's, or the RETURNING rows of a data-changing one."""
-_SAME_TYPE: Final = {"real[]": {"real[]", "float4[]", "pg_catalog.float4[]"}}
-"""Cast names that leave a result's type as it is, so a spliced value needs no conversion."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,6 +243,23 @@ RECORD: Final = PgType("record", 2249, record_text, record_binary)
 VOID: Final = PgType("void", 2278, lambda v: b"", lambda v: b"", 4)
 
 
+# -- casts ---------------------------------------------------------------------------------------------
+
+_CAST_NAMES: Final = {
+    "real[]": frozenset({"real[]", "float4[]", "pg_catalog.float4[]"}),
+    "text": frozenset({"text", "pg_catalog.text"}),
+    "bigint": frozenset({"bigint", "int8", "pg_catalog.int8"}),
+    "jsonb": frozenset({"jsonb", "pg_catalog.jsonb"}),
+}
+
+
+def keeps_type(pg_type: PgType, casts: Sequence[str]) -> bool:
+    """Whether casts (as the analysis writes them) leave a value of ``pg_type`` as it is, so the proxy can
+    write the value itself without converting it."""
+    same = _CAST_NAMES.get(pg_type.name, frozenset({pg_type.name}))
+    return all(cast in same for cast in casts)
+
+
 # -- parameters the client binds -------------------------------------------------------------------
 
 TYPE_NAMES: Final = {
