@@ -9,9 +9,10 @@ from pgml_proxy.wire.framing import MessageScanner
 # Each of these is answered by exactly one ReadyForQuery, which is how the proxy knows a session is idle.
 _ANSWERED_BY_READY = frozenset((codes.QUERY, codes.SYNC, codes.FUNCTION_CALL))
 _WATCHED = _ANSWERED_BY_READY | {codes.TERMINATE, codes.PARSE}
-# While the session holds prepared statements that call pgml, every message naming a statement or a
-# portal matters.
-_STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE, codes.EXECUTE))
+# While the session holds prepared statements that call pgml, every message naming a statement matters,
+# and while it has spliced portals, every Execute.
+_STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.CLOSE))
+_EXECUTE = frozenset((codes.EXECUTE,))
 
 _TEXT_MESSAGES = frozenset((codes.QUERY, codes.PARSE))
 
@@ -22,7 +23,7 @@ Intercepted = tuple[int, bytes]
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_scanner", "_tracking", "requests", "terminated", "timeout_touched")
+    __slots__ = ("_executes", "_scanner", "_tracking", "requests", "terminated", "timeout_touched")
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
@@ -30,13 +31,28 @@ class ClientSide:
         self.requests = 1
         self.terminated = False
         self._tracking = False
+        self._executes = False
         # A statement that may change statement_timeout went by: the session's cached value is stale.
         self.timeout_touched = False
 
     def track_statements(self, on: bool) -> None:
-        """Hand back every Parse, Bind, Describe, Close and Execute, not only those that mention pgml."""
+        """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
         self._tracking = on
-        self._scanner.watched = _WATCHED | _STATEMENT_MESSAGES if on else _WATCHED
+        self._watch()
+
+    def track_executes(self, on: bool) -> None:
+        """Hand back every Execute, and every message naming a statement or portal (a Bind may replace a
+        portal whose Executes are handed back)."""
+        self._executes = on
+        self._watch()
+
+    @property
+    def _naming(self) -> bool:
+        return self._tracking or self._executes
+
+    def _watch(self) -> None:
+        watched = _WATCHED | _STATEMENT_MESSAGES if self._naming else _WATCHED
+        self._scanner.watched = watched | _EXECUTE if self._executes else watched
 
     def authenticated(self) -> None:
         """From now on the client may send the whole frontend vocabulary, but no more password messages."""
@@ -50,7 +66,7 @@ class ClientSide:
         """Take bytes from the client; return those to forward upstream, and a message to intercept.
 
         A Query or Parse whose text mentions ``pgml`` (and, while statements are tracked, any message
-        naming a statement) is handed back on its own; whatever followed it stays unscanned until the
+        naming a statement; while executes are, every Execute) is handed back on its own; whatever followed it stays unscanned until the
         next call, so the messages after it keep their order. Raises ProtocolViolation.
         """
         chunk, frames = self._scanner.feed(data)
@@ -63,7 +79,7 @@ class ClientSide:
                 self.requests += 1
                 if kind != codes.QUERY:
                     continue
-            elif kind != codes.PARSE and not self._tracking:
+            elif kind != codes.PARSE and not self._naming:
                 continue
             pgml = False
             if kind in _TEXT_MESSAGES:
@@ -71,7 +87,7 @@ class ClientSide:
                 text = chunk[start:end].lower()
                 pgml = PGML_MARK in text
                 self.timeout_touched |= b"statement_timeout" in text
-            if pgml or (self._tracking and kind in _STATEMENT_MESSAGES):
+            if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:
                 self._scanner.push_back(chunk[end:])
                 return chunk[: start - 5], (kind, chunk[start:end])
         return chunk, None

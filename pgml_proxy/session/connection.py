@@ -305,7 +305,7 @@ class Session:
             return self._on_parse(body)
         if kind == BIND:
             bind = Bind.decode(body)
-            self._portals.pop(bind.portal, None)
+            self._forget_portal(bind.portal)
             prepared = self._prepared.get(bind.statement)
             if prepared is not None:
                 self._hold(self._run_bind(prepared, bind))
@@ -333,7 +333,7 @@ class Session:
         elif which == "S":
             self._forget_statement(name)
         else:
-            self._portals.pop(name, None)
+            self._forget_portal(name)
         self._forward(message(kind, body))
         return True
 
@@ -449,6 +449,10 @@ class Session:
 
         await _failing_with(execute(), self._fail_in_pipeline)
 
+    def _forget_portal(self, name: str) -> None:
+        if self._portals.pop(name, None) is not None and not self._portals:
+            self.client_side.track_executes(False)
+
     def _forget_statement(self, name: str) -> None:
         self._described.pop(name, None)
         if self._prepared.pop(name, None) is not None and not self._prepared:
@@ -499,6 +503,7 @@ class Session:
                 splicer = RowSplicer(bound.splice, interceptor.registry, await interceptor.engine())
                 row_description = splicer.describe_fields(portal_fields(described[1], bound.result_formats))
                 self._portals[bind.portal] = (splicer, row_description)
+                self.client_side.track_executes(True)
             self._forward(bound.bind)
 
         await _failing_with(compute(), self._fail_in_pipeline)
