@@ -203,10 +203,25 @@ def test_explain_and_copy_of_a_pgml_statement(cursor, proxy):
     assert out.stdout == "copied\n"
 
 
-def test_sql_prepare_with_parameters_in_a_call_is_refused_clearly(proxy):
-    stderr = psql_error(proxy, f"prepare p as select pgml.embed('{MODEL}', $1)")
+@pytest.mark.parametrize(
+    "sql",
+    [
+        f"prepare p as select pgml.embed('{MODEL}', $1)",
+        f"prepare p as select pgml.embed('{MODEL}', relname) from pg_class",  # would be stale at EXECUTE
+    ],
+)
+def test_sql_prepare_with_parameters_or_rows_in_a_call_is_refused_clearly(proxy, sql):
+    stderr = psql_error(proxy, sql)
     assert "ERROR:  0A000" in stderr
     assert "PREPARE" in stderr
+
+
+def test_sql_prepare_with_constant_calls_executes(cursor):
+    cursor.execute("prepare v as select pgml.version() as v, $1::int + 1 as n")
+    cursor.execute("execute v(41)")
+    version, n = cursor.fetchone()
+    assert version.startswith("2.10.0") and n == 42
+    cursor.execute("deallocate v")
 
 
 def test_models_directory_and_paths_follow_the_configuration(proxy, proxy_factory, tmp_path):

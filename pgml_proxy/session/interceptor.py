@@ -145,6 +145,12 @@ class Interceptor:
                     f"pgml.{call.name} with $n parameters in SQL-level PREPARE is not supported yet",
                     hint="Use your driver's prepared statements (the extended query protocol) instead.",
                 )
+            if statement.kind == "PrepareStmt" and not call.constant:
+                # Computed now, its results would be stale at every later EXECUTE.
+                raise FeatureNotSupported(
+                    f"pgml.{call.name} with row-dependent arguments in SQL-level PREPARE is not supported yet",
+                    hint="Use your driver's prepared statements (the extended query protocol) instead.",
+                )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
         edits: list[tuple[int, int, str]] = []
         appended: list[tuple[int, int, str]] = []  # hidden columns: after anything else at the list's end
