@@ -157,3 +157,19 @@ def test_vector_text_and_binary_match_pgvector(server):
     assert text == vector_text(values)
     received = server.exec_params(b"select $1::text::vector", [text], [0], [0], 1).get_value(0, 0)
     assert received == binary
+
+
+@pytest.mark.parametrize("extra", [0, -1, -4, -15])
+def test_lower_extra_float_digits_print_like_the_server(upstream, extra):
+    with psycopg.connect(upstream.url(), autocommit=True) as conn:
+        conn.execute(f"set extra_float_digits = {extra}")
+        raw = conn.pgconn
+        values = [float(np.float32(v)) for v in FLOATS]
+        for pg_type, value in [(FLOAT4, v) for v in values] + [(FLOAT8, float(v)) for v in FLOATS]:
+            ours = pg_type.encode(value, BINARY_FORMAT)
+            text = raw.exec_params(b"select $1", [ours], [pg_type.oid], [1], 0).get_value(0, 0)
+            assert pg_type.encode(value, TEXT_FORMAT, extra) == text, (pg_type.name, value)
+        array = [*values[:40], None]
+        ours = FLOAT4_ARRAY.encode(array, BINARY_FORMAT)
+        text = raw.exec_params(b"select $1", [ours], [FLOAT4_ARRAY.oid], [1], 0).get_value(0, 0)
+        assert FLOAT4_ARRAY.encode(array, TEXT_FORMAT, extra) == text

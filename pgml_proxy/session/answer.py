@@ -23,7 +23,9 @@ Computed = Mapping[int, tuple[Signature, Any]]
 """Results of the statement's outermost calls, by call index: the overload and its value."""
 
 
-def answer(columns: Sequence[AnswerColumn], calls: Sequence[CallSite], results: Computed) -> bytes | None:
+def answer(
+    columns: Sequence[AnswerColumn], calls: Sequence[CallSite], results: Computed, extra_float_digits: int = 1
+) -> bytes | None:
     """The statement's whole answer up to CommandComplete, or None when the upstream must type it."""
     if columns[0].kind != "call":
         shaped = _from_function(columns, calls, results)
@@ -34,7 +36,8 @@ def answer(columns: Sequence[AnswerColumn], calls: Sequence[CallSite], results: 
     fields, rows = shaped
     out = [row_description(fields)]
     out += [
-        data_row([t.encode(v, TEXT_FORMAT) for t, v in zip(types, row, strict=True)]) for types, row in rows
+        data_row([t.encode(v, TEXT_FORMAT, extra_float_digits) for t, v in zip(types, row, strict=True)])
+        for types, row in rows
     ]
     out.append(message(COMMAND_COMPLETE, cstring(f"SELECT {len(rows)}")))
     return b"".join(out)

@@ -23,7 +23,7 @@ Intercepted = tuple[int, bytes]
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_executes", "_scanner", "_tracking", "requests", "terminated", "timeout_touched")
+    __slots__ = ("_executes", "_scanner", "_tracking", "requests", "settings_touched", "terminated")
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
@@ -32,8 +32,9 @@ class ClientSide:
         self.terminated = False
         self._tracking = False
         self._executes = False
-        # A statement that may change statement_timeout went by: the session's cached value is stale.
-        self.timeout_touched = False
+        # A statement that may change statement_timeout or extra_float_digits went by: the session's
+        # cached values are stale.
+        self.settings_touched = False
 
     def track_statements(self, on: bool) -> None:
         """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
@@ -86,7 +87,8 @@ class ClientSide:
                 # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
                 pgml = PGML_MARK in text
-                self.timeout_touched |= b"statement_timeout" in text
+                if b"set" in text:  # SET, RESET, set_config(): the only ways to change a setting
+                    self.settings_touched |= b"statement_timeout" in text or b"float_digits" in text
             if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:
                 self._scanner.push_back(chunk[end:])
                 return chunk[: start - 5], (kind, chunk[start:end])

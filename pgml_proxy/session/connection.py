@@ -12,6 +12,7 @@ import enum
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgml_proxy.errors import (
@@ -105,8 +106,8 @@ class Session:
         self._side_done: asyncio.Future[SideQueryResult] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
         self._prepared: dict[str, PreparedPgml] = {}  # the client's statements that call pgml, by name
-        # statement_timeout as last read (seconds, None: no limit), with the transaction status then.
-        self._timeout: tuple[float | None, int] | None = None
+        # The settings as last read, with the transaction status then.
+        self._settings_read: tuple[_Settings, int] | None = None
         self._markers = 0
         # What reads the upstream's answer for the client while a spliced statement's answer flows.
         self._filter: SpliceStream | StatementDescription | None = None
@@ -424,7 +425,7 @@ class Session:
             if not await self._barrier():
                 self._forward(message(EXECUTE, body))
                 return
-            timeout = await self._statement_timeout(in_pipeline=True)
+            settings = await self._settings(in_pipeline=True)
             gate = self.upstream_gate
             assert gate is not None
             stream = SpliceStream(
@@ -437,7 +438,7 @@ class Session:
             self._filter = stream
             try:
                 self._forward(message(EXECUTE, body) + _FLUSH)
-                outcome = await stream.run(timeout)
+                outcome = await stream.run(settings.timeout)
             finally:
                 self._filter = None
             if outcome.error is None:
@@ -489,8 +490,8 @@ class Session:
         async def compute() -> None:
             interceptor = self.server.interceptor
             try:
-                timeout = await self._statement_timeout(in_pipeline=True)
-                bound = await _bounded(interceptor.bind(prepared, bind, self), timeout)
+                settings = await self._settings(in_pipeline=True)
+                bound = await _bounded(interceptor.bind(prepared, bind, self), settings.timeout)
             except SideQuerySkipped:
                 self._forward(bind.encode())  # skipped too, like everything after the client's error
                 return
@@ -500,7 +501,12 @@ class Session:
                 return
             described = self._described.get(bind.statement)
             if bound.splice is not None and described is not None:
-                splicer = RowSplicer(bound.splice, interceptor.registry, await interceptor.engine())
+                splicer = RowSplicer(
+                    bound.splice,
+                    interceptor.registry,
+                    await interceptor.engine(),
+                    settings.extra_float_digits,
+                )
                 row_description = splicer.describe_fields(portal_fields(described[1], bound.result_formats))
                 self._portals[bind.portal] = (splicer, row_description)
                 self.client_side.track_executes(True)
@@ -524,10 +530,12 @@ class Session:
                 self._forward(message(QUERY, query))
                 return
             loop = asyncio.get_running_loop()
-            timeout = await self._statement_timeout()
+            settings = await self._settings()
+            timeout = settings.timeout
             started = loop.time()
             interceptor = self.server.interceptor
-            rewritten = await _bounded(interceptor.rewrite(sql, self), timeout)
+            digits = settings.extra_float_digits
+            rewritten = await _bounded(interceptor.rewrite(sql, self, digits), timeout)
             if rewritten.answer is not None:
                 self.client.write(rewritten.answer + _ready(status))
                 self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
@@ -535,7 +543,7 @@ class Session:
             if rewritten.splice is None:
                 self._forward(message(QUERY, rewritten.sql.encode() + b"\x00"))
                 return
-            splicer = RowSplicer(rewritten.splice, interceptor.registry, await interceptor.engine())
+            splicer = RowSplicer(rewritten.splice, interceptor.registry, await interceptor.engine(), digits)
             await self._run_spliced(
                 rewritten.sql, splicer, None if timeout is None else timeout - (loop.time() - started)
             )
@@ -585,22 +593,26 @@ class Session:
         if self._draining and self.in_flight == 0:
             self.close_for_shutdown()
 
-    async def _statement_timeout(self, *, in_pipeline: bool = False) -> float | None:
-        """The session's statement_timeout, which bounds proxy-side work as it bounds the server's.
+    async def _settings(self, *, in_pipeline: bool = False) -> _Settings:
+        """The session settings proxy-side work follows: statement_timeout bounds it as it bounds the
+        server's, extra_float_digits shapes the floats the proxy prints itself.
 
-        Read once and kept until a statement mentions it or the transaction status changes (SET LOCAL
+        Read once and kept until a statement mentions one or the transaction status changes (SET LOCAL
         ends with its transaction).
         """
         status = self.upstream_side.transaction_status  # type: ignore[union-attr]
-        if self.client_side.timeout_touched or (self._timeout is not None and self._timeout[1] != status):
-            self.client_side.timeout_touched = False
-            self._timeout = None
-        if self._timeout is None:
-            sql = "SELECT current_setting('statement_timeout')"
-            empty = Bind("", "", (), (), ())
-            result = await (self.side_query(sql, empty) if in_pipeline else self.side_query(sql))
-            self._timeout = (_duration(result.rows[0][0] or "0"), status)
-        return self._timeout[0]
+        if self.client_side.settings_touched or (self._settings_read and self._settings_read[1] != status):
+            self.client_side.settings_touched = False
+            self._settings_read = None
+        if self._settings_read is None:
+            # One column: a side query inside a pipeline answers with one.
+            sql = (
+                "SELECT current_setting('statement_timeout') || ' ' || current_setting('extra_float_digits')"
+            )
+            result = await (self.side_query(sql, _NO_PARAMETERS) if in_pipeline else self.side_query(sql))
+            timeout, digits = (result.rows[0][0] or "0 1").split()
+            self._settings_read = (_Settings(_duration(timeout), int(digits)), status)
+        return self._settings_read[0]
 
     async def side_query(
         self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
@@ -711,6 +723,12 @@ class Session:
                 self.upstream.write(_TERMINATE)
             self.upstream.close()
         self.server.forget(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    timeout: float | None  # statement_timeout in seconds; None: no limit
+    extra_float_digits: int
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}

@@ -101,8 +101,9 @@ class Interceptor:
             )
         return False
 
-    async def rewrite(self, sql: str, channel: SideChannel) -> Rewritten:
-        """The statement with every pgml call replaced by its value, or by a placeholder to splice."""
+    async def rewrite(self, sql: str, channel: SideChannel, extra_float_digits: int = 1) -> Rewritten:
+        """The statement with every pgml call replaced by its value, or by a placeholder to splice
+        (``extra_float_digits``: the session's, for an answer the proxy writes itself)."""
         statements = self._analyze(sql)
         for n, statement in enumerate(statements):
             earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
@@ -115,7 +116,7 @@ class Interceptor:
                 )
         only = statements[0] if len(statements) == 1 else None
         if only is not None and only.strategy is Strategy.ANSWER and only.kind == "SelectStmt":
-            return await self._answer(sql, only, channel)
+            return await self._answer(sql, only, channel, extra_float_digits)
         # Splicing reads one result set: a query string of one statement.
         may_splice = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
         replacements: list[tuple[int, int, str]] = []
@@ -209,7 +210,9 @@ class Interceptor:
         )
         return planned, *_splice_edits(sql, planned, texts)
 
-    async def _answer(self, sql: str, statement: StatementAnalysis, channel: SideChannel) -> Rewritten:
+    async def _answer(
+        self, sql: str, statement: StatementAnalysis, channel: SideChannel, extra_float_digits: int
+    ) -> Rewritten:
         """A statement of pgml calls only: answered by the proxy, or folded when its types need the upstream."""
         calls = statement.calls
         done: dict[int, str] = {}
@@ -220,7 +223,7 @@ class Interceptor:
             done[index] = call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
             if call.parent is None:
                 results[index] = (signature, result)
-        answered = answer(statement.answer, calls, results)
+        answered = answer(statement.answer, calls, results, extra_float_digits)
         if answered is not None:
             return Rewritten(sql, answer=answered)
         edits = [edit for index in results for edit in _call_edits(calls[index], done[index])]

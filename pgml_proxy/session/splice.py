@@ -100,8 +100,11 @@ class _Column:
 class RowSplicer:
     """Rewrites one statement's RowDescription and DataRows; computing is the only async step."""
 
-    def __init__(self, plan: SplicePlan, registry: Registry, engine: Engine) -> None:
+    def __init__(
+        self, plan: SplicePlan, registry: Registry, engine: Engine, extra_float_digits: int = 1
+    ) -> None:
         self._plan = plan
+        self._float_digits = extra_float_digits
         self._registry = registry
         self._engine = engine
         self._columns: list[_Column] = []
@@ -163,7 +166,7 @@ class RowSplicer:
                 row[position] = None if raw is None else _decode(type_name, fmt, bytes(raw))
             arguments.append(row)
         results = await self._registry.call(self._engine, column.resolved, arguments)
-        return [_encode(column, value) for value in results]
+        return [_encode(column, value, self._float_digits) for value in results]
 
 
 def _type_name(oid: int) -> str:
@@ -177,12 +180,12 @@ def _decode(type_name: str, fmt: int, raw: bytes) -> Any:
         raise InvalidParameterValue(f"cannot read a {type_name} argument: {exc}") from exc
 
 
-def _encode(column: _Column, value: Any) -> bytes | None:
+def _encode(column: _Column, value: Any, float_digits: int) -> bytes | None:
     if value is None:
         return None
     field = column.field
     if not column.call.vector:
-        return column.call.returns.encode(value, field.format)
+        return column.call.returns.encode(value, field.format, float_digits)
     if field.modifier >= 0 and len(value) != field.modifier:
         raise DataException(f"expected {field.modifier} dimensions, not {len(value)}")
     return vector_binary(value) if field.format else vector_text(value)

@@ -35,12 +35,18 @@ class PgType:
     # Text that the server reads back as the same value, when a faster one than ``text`` exists: values
     # the proxy writes into statements are parsed by the server, which then prints them its own way.
     input: Callable[[Any], str] | None = None
+    # Float types: the text Postgres prints when the session's extra_float_digits is 0 or less.
+    rounded: Callable[[Any, int], bytes] | None = None
 
-    def encode(self, value: Any, fmt: int) -> bytes | None:
+    def encode(self, value: Any, fmt: int, extra_float_digits: int = 1) -> bytes | None:
         """The column value for a DataRow; None stands for SQL NULL."""
         if value is None:
             return None
-        return self.binary(value) if fmt == BINARY_FORMAT else self.text(value)
+        if fmt == BINARY_FORMAT:
+            return self.binary(value)
+        if extra_float_digits <= 0 and self.rounded is not None:
+            return self.rounded(value, extra_float_digits)
+        return self.text(value)
 
     def input_text(self, value: Any) -> str | None:
         """The value as text for the server to read (None for NULL)."""
@@ -80,6 +86,19 @@ def float4_text(value: float) -> str:
 
 def float8_text(value: float) -> str:
     return _shortest(float(value), np.float64(value), 15)
+
+
+_FLT_DIG: Final = 6
+_DBL_DIG: Final = 15
+
+
+def _rounded(value: float, digits: int) -> str:
+    """Postgres's float output with extra_float_digits <= 0: ``%.*g`` with that many digits (at least 1)."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return f"{value:.{max(1, digits)}g}"
 
 
 def float4_list_text(values: Sequence[float | None], open_: bytes = b"{", close: bytes = b"}") -> bytes:
@@ -203,9 +222,21 @@ def _utf8(value: str) -> bytes:
 
 BOOL: Final = PgType("boolean", 16, lambda v: b"t" if v else b"f", lambda v: b"\x01" if v else b"\x00", 1)
 INT8: Final = PgType("bigint", 20, lambda v: str(int(v)).encode(), lambda v: struct.pack("!q", v), 8)
-FLOAT4: Final = PgType("real", 700, lambda v: float4_text(v).encode(), lambda v: struct.pack("!f", v), 4)
+FLOAT4: Final = PgType(
+    "real",
+    700,
+    lambda v: float4_text(v).encode(),
+    lambda v: struct.pack("!f", v),
+    4,
+    rounded=lambda v, extra: _rounded(v, _FLT_DIG + extra).encode(),
+)
 FLOAT8: Final = PgType(
-    "double precision", 701, lambda v: float8_text(v).encode(), lambda v: struct.pack("!d", v), 8
+    "double precision",
+    701,
+    lambda v: float8_text(v).encode(),
+    lambda v: struct.pack("!d", v),
+    8,
+    rounded=lambda v, extra: _rounded(v, _DBL_DIG + extra).encode(),
 )
 TEXT: Final = PgType("text", 25, _utf8, _utf8)
 JSONB: Final = PgType(
@@ -226,6 +257,9 @@ FLOAT4_ARRAY: Final = PgType(
     float4_list_text,
     _array_binary(FLOAT4.oid, lambda v: struct.pack("!f", v)),
     input=lambda values: "{" + ",".join("NULL" if v is None else _float4_input(v) for v in values) + "}",
+    rounded=lambda values, extra: (
+        "{" + ",".join("NULL" if v is None else _rounded(v, _FLT_DIG + extra) for v in values) + "}"
+    ).encode(),
 )
 
 
