@@ -222,3 +222,22 @@ def test_rows_that_change_under_a_materialized_call_fail_with_40001(proxy, curso
         cursor.execute("select 1")
     finally:
         cursor.execute(f"drop function {suffix}(); drop sequence {suffix}")
+
+
+def test_outside_a_transaction_the_argument_read_and_the_statement_share_one_snapshot(
+    proxy, cursor, upstream
+):
+    pid = cursor.execute("select pg_backend_pid()").fetchone()[0]
+    # Only rows of a statement that runs in the proxy's REPEATABLE READ transaction pass this filter.
+    cursor.execute(
+        f"select id from {cursor.table} where pgml.embed('{MODEL}', body) is not null "
+        "and current_setting('transaction_isolation') = 'repeatable read' order by id"
+    )
+    assert [r[0] for r in cursor.fetchall()] == [1, 2, 4]
+    assert cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert cursor.execute("show transaction_isolation").fetchone() == ("read committed",)
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        cursor.execute(f"select id from {cursor.table} where pgml.embed('no-such-model', body) is not null")
+    with psycopg.connect(upstream.url()) as direct:
+        state = direct.execute("select state from pg_stat_activity where pid = %s", [pid]).fetchone()
+    assert state == ("idle",)  # the proxy's own transaction was rolled back, not left open

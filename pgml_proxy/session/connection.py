@@ -108,6 +108,7 @@ class Session:
         self._prepared: dict[str, PreparedPgml] = {}  # the client's statements that call pgml, by name
         # The settings as last read, with the transaction status then.
         self._settings_read: tuple[_Settings, int] | None = None
+        self._owned = False  # the statement runs in a transaction the proxy opened (and will end)
         self._markers = 0
         # What reads the upstream's answer for the client while a spliced statement's answer flows.
         self._filter: SpliceStream | StatementDescription | None = None
@@ -535,36 +536,65 @@ class Session:
             started = loop.time()
             interceptor = self.server.interceptor
             digits = settings.extra_float_digits
-            rewritten = await _bounded(interceptor.rewrite(sql, self, digits), timeout)
+            try:
+                rewritten = await _bounded(interceptor.rewrite(sql, self, digits), timeout)
+            except BaseException as failure:
+                if self._owned:
+                    await self._end_owned("ROLLBACK")
+                    if isinstance(failure, SideQueryFailed):
+                        failure.result.status = IDLE  # the client never was in a transaction block
+                raise
             if rewritten.answer is not None:
                 self.client.write(rewritten.answer + _ready(status))
                 self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
                 return
-            if rewritten.splice is None:
+            if rewritten.splice is None and not self._owned:
                 self._forward(message(QUERY, rewritten.sql.encode() + b"\x00"))
                 return
-            splicer = RowSplicer(rewritten.splice, interceptor.registry, await interceptor.engine(), digits)
-            await self._run_spliced(
-                rewritten.sql, splicer, None if timeout is None else timeout - (loop.time() - started)
-            )
+            splicer = None
+            if rewritten.splice is not None:
+                engine = await interceptor.engine()
+                splicer = RowSplicer(rewritten.splice, interceptor.registry, engine, digits)
+            remaining = None if timeout is None else timeout - (loop.time() - started)
+            await self._run_held(rewritten.sql, splicer, remaining)
 
+        self._owned = False
         try:
             await _failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
 
-    async def _run_spliced(self, sql: str, splicer: RowSplicer, timeout: float | None) -> None:
-        """Run a spliced statement upstream and pass its answer through ``splicer`` to the client.
+    async def own_snapshot(self) -> None:
+        """Before a materialized call reads its arguments: outside a transaction block, open one of the
+        proxy's own (REPEATABLE READ), so the argument read and the statement see the same rows."""
+        if not self._owned and self.upstream_side.transaction_status == IDLE:  # type: ignore[union-attr]
+            await self.side_query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            self._owned = True
 
-        Outside a transaction block the proxy wraps it in one of its own, committed only once every row
-        has been computed: a failure then leaves nothing done that the client was told failed.
+    async def _end_owned(self, command: str) -> None:
+        """End the proxy's own transaction, if one is open; a COMMIT's error is the statement's."""
+        if not self._owned:
+            return
+        self._owned = False
+        try:
+            await self.side_query(command)
+        except SideQueryFailed as failure:  # a deferred constraint, say: the statement fails after all
+            self._side_query_failed(failure)
+
+    async def _run_held(self, sql: str, splicer: RowSplicer | None, timeout: float | None) -> None:
+        """Run a statement whose answer the proxy must see to the end before the client does: a spliced
+        one (its rows pass through ``splicer``), or one inside the proxy's own transaction.
+
+        Outside a transaction block a spliced statement too runs in a transaction of the proxy's,
+        committed only once every row has been computed: a failure then leaves nothing done that the
+        client was told failed.
         """
         side = self.upstream_side
         gate = self.upstream_gate
         assert side is not None and gate is not None
-        owned = side.transaction_status == IDLE
-        if owned:
+        if not self._owned and side.transaction_status == IDLE:
             await self.side_query("BEGIN")
+            self._owned = True
         stream = SpliceStream(
             splicer, self.client.write, lambda: gate.pause("splicing"), lambda: gate.resume("splicing")
         )
@@ -576,12 +606,10 @@ class Session:
             self._filter = None
         status = outcome.status
         assert status is not None
-        if owned:
-            end = "COMMIT" if outcome.error is None and status == IN_TRANSACTION else "ROLLBACK"
-            try:
-                await self.side_query(end)
-            except SideQueryFailed as failure:  # a deferred constraint, say: the statement fails after all
-                self._side_query_failed(failure)
+        if self._owned:
+            await self._end_owned(
+                "COMMIT" if outcome.error is None and status == IN_TRANSACTION else "ROLLBACK"
+            )
             status = IDLE
         elif outcome.error is not None and status == IN_TRANSACTION:
             # The client saw the statement fail: the upstream's transaction block must fail as well.

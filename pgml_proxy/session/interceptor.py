@@ -52,6 +52,10 @@ class SideChannel(Protocol):
         self, sql: str, bind: Bind | None = None, param_types: Sequence[int] = ()
     ) -> SideQueryResult: ...
 
+    async def own_snapshot(self) -> None:
+        """Outside a transaction block, run what follows in one snapshot the proxy opens (and ends)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Value:
@@ -117,14 +121,12 @@ class Interceptor:
         only = statements[0] if len(statements) == 1 else None
         if only is not None and only.strategy is Strategy.ANSWER and only.kind == "SelectStmt":
             return await self._answer(sql, only, channel, extra_float_digits)
-        # Splicing reads one result set: a query string of one statement.
-        may_splice = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
+        # Splicing reads one result set, and one snapshot serves one statement: a query string of one.
+        single = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
         replacements: list[tuple[int, int, str]] = []
         spliced: list[SplicedCall] = []
         for statement in statements:
-            replacements += await self._fold_statement(
-                sql, statement, channel, spliced if may_splice else None
-            )
+            replacements += await self._fold_statement(sql, statement, channel, spliced if single else None)
         text = splice(sql, replacements) if replacements else sql
         return Rewritten(text, SplicePlan(tuple(spliced)) if spliced else None)
 
@@ -135,6 +137,8 @@ class Interceptor:
         channel: SideChannel,
         spliced: list[SplicedCall] | None,
     ) -> list[tuple[int, int, str]]:
+        """The edits for one statement; spliced calls are added to ``spliced`` (None: the statement
+        shares its query string, so it is neither spliced nor given a snapshot of its own)."""
         if statement.strategy is Strategy.UNREACHABLE:
             raise FeatureNotSupported(statement.reason or "pgml functions cannot be used in this statement")
         calls = statement.calls
@@ -168,6 +172,8 @@ class Interceptor:
                 edits.append(placeholder)
                 appended.append(hidden)
             else:
+                if spliced is not None:
+                    await channel.own_snapshot()  # the argument read and the statement see the same rows
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
         for index, call in enumerate(calls):
             if call.parent is None and index in done:  # nested calls are inside a call that is replaced whole

@@ -223,7 +223,7 @@ class SpliceStream:
 
     def __init__(
         self,
-        splicer: RowSplicer,
+        splicer: RowSplicer | None,
         write: Callable[[bytes], None],
         pause_upstream: Callable[[], None],
         resume_upstream: Callable[[], None],
@@ -236,7 +236,10 @@ class SpliceStream:
         self._pause = pause_upstream
         self._resume = resume_upstream
         self._window_size = window
-        self._scanner = MessageScanner(frozenset((ROW_DESCRIPTION, DATA_ROW)) | ends)
+        # Without a splicer, rows pass as they are: only the end of the answer matters.
+        self._scanner = MessageScanner(
+            ends | (frozenset((ROW_DESCRIPTION, DATA_ROW)) if splicer else frozenset())
+        )
         self._window: list[bytes] = []
         self._queue: deque[bytes | _Window | ProxyError] = deque()
         self._queued_rows = 0
@@ -351,7 +354,7 @@ class SpliceStream:
             self._queue.append(data)
 
     def _describe(self, body: bytes) -> None:
-        if self._error is not None:
+        if self._error is not None or self._splicer is None:
             return
         try:
             self._queue.append(self._splicer.describe(body))
@@ -363,7 +366,7 @@ class SpliceStream:
         if not self._window:
             return
         window, self._window = self._window, []
-        if self._error is not None or self._doomed:
+        if self._error is not None or self._doomed or self._splicer is None:
             return
         task = asyncio.get_running_loop().create_task(self._splicer.rows(window))
         self._computing += 1
