@@ -469,13 +469,16 @@ CORPUS: list[Case] = [
     Case(
         "correlated-scalar-subquery",
         f"SELECT d.id, (SELECT {emb('d.body')}) AS e FROM docs d ORDER BY d.id",
-        xfail="README: row-dependent calls in correlated subqueries are not supported yet",
+    ),
+    Case(
+        "correlated-exists-in-where",
+        f"SELECT d.id FROM docs d WHERE EXISTS (SELECT 1 WHERE {vec('d.body')} <=> {vec(q('food'))} < 0.95) "
+        "ORDER BY d.id",
     ),
     Case(
         "correlated-lateral-subquery",
         f"SELECT d.id, s.dist FROM docs d CROSS JOIN LATERAL (SELECT {vec('d.title')} <=> {vec(q('food'))} AS dist) s "
         "ORDER BY d.id",
-        xfail="README: row-dependent calls in correlated subqueries are not supported yet",
     ),
     # --- parameters ($n under the extended protocol, inlined literals under the simple one)
     Case("param-embed", "SELECT pgml.embed(%s, %s)", (MODEL, "parameter text"), texts=("parameter text",)),

@@ -39,7 +39,7 @@ from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePlan
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
-from pgml_proxy.sql.model import CallSite, Clause, Literal, Span, StatementAnalysis, Strategy
+from pgml_proxy.sql.model import CallSite, Clause, Literal, QueryLevel, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.types import FLOAT4_ARRAY, TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter, keeps_type
@@ -643,10 +643,22 @@ def _not_materialized(call: CallSite) -> FeatureNotSupported:
 
 
 def _reads_rows(call: CallSite) -> bool:
-    """The call's query level has rows to read (a FROM clause); without one, a subquery argument is just
-    an expression that the upstream evaluates once."""
+    """The call's query level, or one it is nested in, has rows to read (a FROM clause): its arguments may
+    come from them, directly or as a correlated subquery's outer references. Without any, a subquery
+    argument is just an expression that the upstream evaluates once."""
+    return _rows_level(call) is not None
+
+
+def _has_rows(level: QueryLevel) -> bool:
+    return level.from_clause is not None or bool(level.sources)
+
+
+def _rows_level(call: CallSite) -> QueryLevel | None:
+    """The nearest query level, from the call's own outwards, that has rows."""
     level = call.level
-    return level is not None and (level.from_clause is not None or bool(level.sources))
+    while level is not None and not _has_rows(level):
+        level = level.parent
+    return level
 
 
 def _key_of(texts: Iterable[str]) -> str:
@@ -722,9 +734,23 @@ def _fetch_query(
     sql: str, call: CallSite, calls: Sequence[CallSite], done: dict[int, str], key: str, types: str
 ) -> str:
     """``SELECT DISTINCT <key>, <types> FROM <the call's rows>``: a superset of the rows is always safe."""
-    level = call.level
+    level = _rows_level(call)
     assert level is not None
-    if call.clause is Clause.FROM or level.from_clause is None or level.kind != "select":
+    if level is not call.level:
+        # A correlated subquery without rows of its own: its outer references range over the rows of the
+        # enclosing level, less the FROM item the subquery itself is (a LATERAL one).
+        inside = [n for n, source in enumerate(level.sources) if _encloses(source.span, call.span)]
+        if inside or level.from_clause is None or level.kind != "select":
+            items = [
+                _with_replacements(sql, source.span, calls, done)
+                for n, source in enumerate(level.sources)
+                if n not in inside
+            ]
+            where = None  # it may name the excluded item
+        else:
+            items = [_with_replacements(sql, level.from_clause, calls, done)]
+            where = level.where
+    elif call.clause is Clause.FROM or level.from_clause is None or level.kind != "select":
         items = [
             _with_replacements(sql, source.span, calls, done)
             for n, source in enumerate(level.sources)
