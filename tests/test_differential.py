@@ -180,7 +180,6 @@ class Case:
 
 LITERAL_LONG = q(LONG)
 NESTED_EXTENDED = "README: nested row-dependent calls are not supported under the extended protocol yet"
-ORDINALITY = "not yet: WITH ORDINALITY on a pgml call (0A000)"
 SRF_IN_ARGUMENT = "not yet: a set-returning pgml call inside another call's argument"
 RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-dependent record column)"
 AFTER_WRITE = (
@@ -223,7 +222,6 @@ CORPUS: list[Case] = [
         "embed-array-with-ordinality",
         f"SELECT n, e FROM {emb('ARRAY[' + q('first') + ', ' + q('second') + ', ' + q('third') + ']')} "
         "WITH ORDINALITY AS t(e, n) ORDER BY n",
-        xfail=ORDINALITY,
     ),
     Case(
         "embed-array-named-inputs-with-null",
@@ -425,6 +423,16 @@ CORPUS: list[Case] = [
         f"SELECT d.id, x.i, x.piece FROM docs d, {chunk('recursive_character', 'd.title', RC)} AS x(i, piece) ORDER BY 1, 2",
     ),
     Case("row-chunk-field-access", f"SELECT id, ({chunk('character', 'body', CH)}).chunk FROM docs"),
+    Case(
+        "row-chunk-with-ordinality",
+        f"SELECT d.id, c.n, c.piece FROM docs d, {chunk('character', 'd.body', CH)} WITH ORDINALITY AS c(i, piece, n) "
+        "WHERE d.id IN (1, 7) ORDER BY 1, 2",
+    ),
+    Case(
+        "row-embed-array-with-ordinality",
+        f"SELECT d.id, e.n, e.v FROM docs d, {emb('ARRAY[d.title, d.body]')} WITH ORDINALITY AS e(v, n) "
+        "WHERE d.id IN (1, 2) ORDER BY 1, 2",
+    ),
     Case(
         "row-chunk-composite-in-subquery",
         f"SELECT id, (c).chunk_index, (c).chunk FROM (SELECT id, {chunk('character', 'body', CH)} AS c FROM docs) s "

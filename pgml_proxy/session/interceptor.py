@@ -39,6 +39,7 @@ from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePlan
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
+from pgml_proxy.sql.model import Argument as ArgumentSite
 from pgml_proxy.sql.model import CallSite, Clause, Literal, QueryLevel, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
@@ -320,7 +321,7 @@ class Interceptor:
             nests = any(c.parent == index for c in calls)
             spliced = may_splice and bool(dependent) and not nests and self._spliceable(call)
             sources = [
-                _Source(literal=_Value(UNKNOWN, None))
+                _Source(literal=_Value(_type_hint(call.args[position]), None))
                 if position in dependent
                 else self._source(call, position, calls, planned, declared, parse.query)
                 for position in range(len(call.args))
@@ -529,8 +530,7 @@ class Interceptor:
                 "the whole argument",
                 hint="Send the statement with the simple query protocol.",
             )
-        hint = argument.cast or ("text[]" if argument.array_constructor else UNKNOWN)
-        return _Source(param_type=hint, expression=text)
+        return _Source(param_type=_type_hint(argument), expression=text)
 
     @staticmethod
     def _source_type(src: _Source, planned: list[_PlannedCall]) -> str:
@@ -628,6 +628,11 @@ class Bound:
     result_formats: tuple[int, ...] = ()  # as sent upstream, hidden columns included
 
 
+def _type_hint(argument: ArgumentSite) -> str:
+    """What an argument's text says of its type before any value is known: its cast, or an array."""
+    return argument.cast or ("text[]" if argument.array_constructor else UNKNOWN)
+
+
 def _not_materialized(call: CallSite) -> FeatureNotSupported:
     """Row-dependent positions the lookup cannot serve: RETURNING (rows not written yet) and others."""
     if call.clause is Clause.RETURNING:
@@ -700,7 +705,8 @@ def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:
         # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
         casts = "".join(f"::{cast}" for cast in call.casts)
         return call.expr_span.start, call.expr_span.end, f"({replacement}){casts}"
-    return call.span.start, call.span.end, replacement
+    # WITH ORDINALITY is part of the replacement, which numbers the rows itself.
+    return call.span.start, call.ordinality_end or call.span.end, replacement
 
 
 def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:

@@ -80,6 +80,33 @@ def _field(call: CallSite, columns: tuple[Column, ...]) -> tuple[int, Column]:
     raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
 
 
+def _ordinality(call: CallSite) -> str:
+    """`` WITH ORDINALITY`` when the call said so (the replacement then numbers its rows itself)."""
+    if not call.ordinality:
+        return ""
+    if call.ordinality_end is None:
+        raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY written this way is not supported yet")
+    return " WITH ORDINALITY"
+
+
+def _scalar_rows(call: CallSite, source: str, pg_type: PgType) -> str:
+    """The FROM item a set-returning call of scalars was: ``source`` yields their texts."""
+    column = literals.identifier(call.from_alias or call.name)
+    ordinality = _ordinality(call)
+    numbered = ", ordinality" if ordinality else ""
+    return (
+        f"(SELECT pgml_value::{pg_type.name} AS {column}{numbered} "
+        f"FROM {source}{ordinality} AS pgml_rows(pgml_value{numbered}))"
+    )
+
+
+def _table_rows(call: CallSite, source: str, columns: tuple[Column, ...]) -> str:
+    """The FROM item a call returning a table was: ``source`` yields its rows."""
+    ordinality = _ordinality(call)
+    names = [literals.identifier(c.name) for c in columns] + (["ordinality"] if ordinality else [])
+    return f"(SELECT * FROM {source}{ordinality} AS pgml_rows({', '.join(names)}))"
+
+
 def call_sql(call: CallSite, signature: Signature, slots: Slots) -> str:
     """The SQL standing for a folded call's value where the call was."""
     returns = signature.returns
@@ -91,15 +118,11 @@ def call_sql(call: CallSite, signature: Signature, slots: Slots) -> str:
             return f"(SELECT {slots.value(returns.name)} AS {column}){alias}"
         return f"({slots.value(returns.name)})"
     if is_from_item(call):
-        if call.ordinality:
-            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
         alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
         if isinstance(returns, PgType):
-            column = literals.identifier(call.from_alias or call.name)
-            return f"(SELECT (unnest({slots.value('text[]')}))::{returns.name} AS {column}){alias}"
+            return _scalar_rows(call, f"unnest({slots.value('text[]')})", returns) + alias
         arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in returns)
-        names = ", ".join(literals.identifier(c.name) for c in returns)
-        return f"(SELECT * FROM unnest({arrays}) AS pgml_rows({names})){alias}"
+        return _table_rows(call, f"unnest({arrays})", returns) + alias
     if isinstance(returns, PgType):
         return f"(unnest({slots.value('text[]')}))::{returns.name}"
     if call.field is not None:
@@ -162,15 +185,14 @@ def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> 
             return f"{lateral}(SELECT {value} AS {literals.identifier(call.from_alias or call.name)}){alias}"
         return value
     if is_from_item(call):
-        if call.ordinality:
-            raise FeatureNotSupported(f"pgml.{call.name} WITH ORDINALITY is not supported yet")
         if isinstance(returns, PgType):
-            column = literals.identifier(call.from_alias or call.name)
-            return (
-                f"{lateral}(SELECT (jsonb_array_elements_text({found}))::{returns.name} AS {column}){alias}"
-            )
+            return lateral + _scalar_rows(call, f"jsonb_array_elements_text({found})", returns) + alias
         definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in returns)
-        return f"{lateral}(SELECT * FROM jsonb_to_recordset({found}) AS pgml_rows({definitions})){alias}"
+        return (
+            lateral
+            + _table_rows(call, f"ROWS FROM (jsonb_to_recordset({found}) AS ({definitions}))", returns)
+            + alias
+        )
     if isinstance(returns, PgType):
         return f"(jsonb_array_elements_text({found}))::{returns.name}"
     if call.field is None:

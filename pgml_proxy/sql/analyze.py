@@ -373,6 +373,7 @@ class _Call:
     expr_span: Span | None = None
     target_span: Span | None = None
     column_name: str | None = None
+    ordinality_end: int | None = None
     strategy: Strategy = Strategy.MATERIALIZE
     reason: str | None = None
 
@@ -855,6 +856,9 @@ class _Statement:
         if fields:
             call.field = fields[0].indirection[-1].sval
         call.expr_span = self._wrapped_span(i0, close, wrap)
+        from_fn = call.ctx.from_fn
+        if from_fn is not None and from_fn.ordinality and toks.is_(close + 2, "ORDINALITY"):
+            call.ordinality_end = toks[close + 2].end
         target = call.ctx.target
         if target is not None:
             call.column_name = target.res.name or call.field or call.name
@@ -1341,6 +1345,7 @@ class _Statement:
             from_alias=alias.aliasname if alias is not None else None,
             column_aliases=tuple(c.sval for c in (alias.colnames or ())) if alias is not None else (),
             ordinality=bool(rf.ordinality) if rf is not None else False,
+            ordinality_end=call.ordinality_end,
             lateral=bool(rf.lateral) if rf is not None else False,
             source_index=source_index,
             level=level,

@@ -205,6 +205,8 @@ class CallSite:
     from_alias: str | None = None
     column_aliases: tuple[str, ...] = ()
     ordinality: bool = False
+    #: With ORDINALITY: where the ``WITH ORDINALITY`` after the call ends (the replacement covers it).
+    ordinality_end: int | None = None
     lateral: bool = False
     #: Index into ``level.sources`` of the FROM item holding the call, when it is inside the FROM clause.
     source_index: int | None = None
