@@ -275,7 +275,6 @@ CORPUS: list[Case] = [
         "chunk-star-expansion",
         f"SELECT ({chunk('character', q('a b c d'), TINY)}).*",
         ordered=True,
-        xfail=RECORD_SRF,
     ),
     Case(
         "chunk-named-arguments",
@@ -440,9 +439,12 @@ CORPUS: list[Case] = [
         xfail=RECORD_SRF,
     ),
     Case(
+        "row-chunk-star-expansion",
+        f"SELECT id, ({chunk('character', 'body', CH)}).* FROM docs WHERE id IN (1, 7) ORDER BY 1, 2",
+    ),
+    Case(
         "row-chunk-select-list-srf",
         f"SELECT id, {chunk('character', 'body', CH)} FROM docs",
-        xfail=RECORD_SRF,
     ),
     Case(
         "embed-of-row-chunks",

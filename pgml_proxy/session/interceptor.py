@@ -701,6 +701,13 @@ def _splice_edits(
 
 def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:
     """Where ``replacement`` goes: the call, or with ``(call).field`` the whole field access."""
+    if call.star:
+        # (pgml.f(...)).*: the replacement is the columns themselves, so it must be a select-list entry.
+        if call.expr_span is None or call.expr_span != call.target_span:
+            raise FeatureNotSupported(
+                f"(pgml.{call.name}(…)).* is supported only as a whole select-list entry"
+            )
+        return call.expr_span.start, call.expr_span.end, replacement
     if call.field is not None and call.expr_span is not None:
         # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
         casts = "".join(f"::{cast}" for cast in call.casts)
@@ -712,7 +719,13 @@ def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:
 def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
     """Put ``replacement`` where the call was, keeping the column's name and any field access."""
     edits = [_replacement_edit(call, replacement)]
-    if call.target_index is not None and call.alias is None and call.column_name and call.target_span:
+    if (
+        call.target_index is not None
+        and call.alias is None
+        and call.column_name
+        and call.target_span
+        and not call.star
+    ):
         # The column kept the function's name; a replacement would be named after its own parts.
         end = call.target_span.end
         edits.append((end, end, f" AS {literals.identifier(call.column_name)}"))

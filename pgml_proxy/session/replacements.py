@@ -80,6 +80,11 @@ def _field(call: CallSite, columns: tuple[Column, ...]) -> tuple[int, Column]:
     raise FeatureNotSupported(f'column "{call.field}" not found in data type record')
 
 
+def _no_star(call: CallSite) -> None:
+    if call.star:
+        raise FeatureNotSupported(f"(pgml.{call.name}(…)).* of a result that is not a row is not supported")
+
+
 def _ordinality(call: CallSite) -> str:
     """`` WITH ORDINALITY`` when the call said so (the replacement then numbers its rows itself)."""
     if not call.ordinality:
@@ -124,10 +129,15 @@ def call_sql(call: CallSite, signature: Signature, slots: Slots) -> str:
         arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in returns)
         return _table_rows(call, f"unnest({arrays})", returns) + alias
     if isinstance(returns, PgType):
+        _no_star(call)
         return f"(unnest({slots.value('text[]')}))::{returns.name}"
     if call.field is not None:
         _, column = _field(call, returns)
         return f"(unnest({slots.value(f'{column.type.name}[]')}))"
+    if call.star:  # one column each, their unnests in lockstep over arrays of one length
+        return ", ".join(
+            f"(unnest({slots.value(f'{c.type.name}[]')})) AS {literals.identifier(c.name)}" for c in returns
+        )
     arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in returns)
     names = ", ".join(literals.identifier(c.name) for c in returns)
     return f"(unnest(ARRAY(SELECT ROW({names}) FROM unnest({arrays}) AS pgml_rows({names}))))"
@@ -194,11 +204,20 @@ def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> 
             + alias
         )
     if isinstance(returns, PgType):
+        _no_star(call)
         return f"(jsonb_array_elements_text({found}))::{returns.name}"
-    if call.field is None:
-        raise FeatureNotSupported(
-            f"pgml.{call.name} with row-dependent arguments in the select list must select a field",
-            hint=f"Write (pgml.{call.name}(...)).<column> or move the call to FROM.",
+    if call.field is not None:
+        _, column = _field(call, returns)
+        return f"(jsonb_array_elements({found}) ->> {literals.quote(column.name)})::{column.type.name}"
+    if call.star:  # one column each, their element sets in lockstep over the same array
+        return ", ".join(
+            f"(jsonb_array_elements({found}) ->> {literals.quote(c.name)})::{c.type.name} "
+            f"AS {literals.identifier(c.name)}"
+            for c in returns
         )
-    _, column = _field(call, returns)
-    return f"(jsonb_array_elements({found}) ->> {literals.quote(column.name)})::{column.type.name}"
+    # The whole row, as Postgres gives a composite result: a record per element.
+    definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in returns)
+    names = ", ".join(literals.identifier(c.name) for c in returns)
+    return (
+        f"(unnest(ARRAY(SELECT ROW({names}) FROM jsonb_to_recordset({found}) AS pgml_rows({definitions}))))"
+    )

@@ -374,6 +374,7 @@ class _Call:
     target_span: Span | None = None
     column_name: str | None = None
     ordinality_end: int | None = None
+    star: bool = False
     strategy: Strategy = Strategy.MATERIALIZE
     reason: str | None = None
 
@@ -778,7 +779,14 @@ class _Statement:
             self._func_call(node, ctx)
         elif isinstance(node, ast.TypeCast) or (
             isinstance(node, ast.A_Indirection)
-            and all(isinstance(i, ast.String) for i in node.indirection or ())
+            and (
+                all(isinstance(i, ast.String) for i in node.indirection or ())
+                or (
+                    not ctx.wrap
+                    and len(node.indirection or ()) == 1
+                    and isinstance(node.indirection[0], ast.A_Star)
+                )
+            )
         ):
             self._visit(node.arg, replace(ctx, wrap=(*ctx.wrap, node), from_fn=None))
         elif isinstance(node, ast.SubLink):
@@ -853,7 +861,9 @@ class _Statement:
         wrap = call.ctx.wrap
         call.casts = tuple(_type_name(w.typeName) for w in reversed(wrap) if isinstance(w, ast.TypeCast))
         fields = [w for w in wrap if isinstance(w, ast.A_Indirection)]
-        if fields:
+        if fields and isinstance(fields[0].indirection[-1], ast.A_Star):
+            call.star = True
+        elif fields:
             call.field = fields[0].indirection[-1].sval
         call.expr_span = self._wrapped_span(i0, close, wrap)
         from_fn = call.ctx.from_fn
@@ -1264,6 +1274,8 @@ class _Statement:
             return "part of a larger expression"
         if call.field is not None:
             return "composite field access"
+        if call.star:
+            return "composite expansion"
         if call.set_returning:
             return "set-returning"
         if ctx.in_aggregate:
@@ -1346,6 +1358,7 @@ class _Statement:
             column_aliases=tuple(c.sval for c in (alias.colnames or ())) if alias is not None else (),
             ordinality=bool(rf.ordinality) if rf is not None else False,
             ordinality_end=call.ordinality_end,
+            star=call.star,
             lateral=bool(rf.lateral) if rf is not None else False,
             source_index=source_index,
             level=level,

@@ -185,6 +185,8 @@ class CallSite:
     casts: tuple[str, ...] = ()
     #: ``(pgml.chunk(...)).chunk`` → ``chunk``.
     field: str | None = None
+    #: ``(pgml.chunk(...)).*``: every column of the result.
+    star: bool = False
     #: The call together with the casts and field access applied directly to it.
     expr_span: Span | None = None
     #: Position in the select list (or RETURNING list) when the call is that column's whole value
