@@ -567,6 +567,7 @@ def test_constant_set_returning_call_beside_a_table_is_folded_as_a_from_item():
         ),
         ("SELECT pgml.embed('m', body) > pgml.embed('m', 'q') FROM docs", "part of a larger expression"),
         ("SELECT (pgml.chunk('c', body)).chunk FROM docs", "composite field access"),
+        ("SELECT (pgml.chunk('c', body)).* FROM docs", "composite expansion"),
         ("SELECT pgml.chunk('c', body) FROM docs", "set-returning"),
         ("SELECT pgml.embed('m', ARRAY[body, title]) FROM docs", "set-returning"),
         ("SELECT id FROM docs WHERE pgml.predict('p', ARRAY[a]) > 0", "in WHERE"),
@@ -940,3 +941,10 @@ def test_every_reported_span_can_be_replaced_and_the_statement_still_parses(posi
                 if level.where is not None:
                     assert parses("SELECT 1 WHERE " + level.where.text(sql)), sql
                 level = level.parent
+
+
+def test_star_expansion_of_a_call_covers_the_whole_entry():
+    sql = "SELECT id, (pgml.chunk('c', body)).* FROM docs"
+    (call,) = one(sql).calls
+    assert call.star and call.field is None
+    assert call.expr_span.text(sql) == "(pgml.chunk('c', body)).*" and call.expr_span == call.target_span
