@@ -179,7 +179,6 @@ class Case:
 
 
 LITERAL_LONG = q(LONG)
-NESTED_EXTENDED = "README: nested row-dependent calls are not supported under the extended protocol yet"
 SRF_IN_ARGUMENT = "not yet: a set-returning pgml call inside another call's argument"
 RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-dependent record column)"
 AFTER_WRITE = (
@@ -468,8 +467,6 @@ CORPUS: list[Case] = [
     Case(
         "nested-constant-in-row-call",
         f"SELECT id, {emb('coalesce(title, pgml.version())')} AS e FROM docs ORDER BY id",
-        xfail=NESTED_EXTENDED,
-        xfail_modes=EXTENDED,
     ),
     Case(
         "nested-row-dependent-chunk-in-embed",

@@ -318,8 +318,7 @@ class Interceptor:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
             reads_rows = _reads_rows(call) or call.clause is Clause.RETURNING
             dependent = tuple(i for i, a in enumerate(call.args) if not a.constant) if reads_rows else ()
-            nests = any(c.parent == index for c in calls)
-            spliced = may_splice and bool(dependent) and not nests and self._spliceable(call)
+            spliced = may_splice and bool(dependent) and self._spliceable(call)
             sources = [
                 _Source(literal=_Value(_type_hint(call.args[position]), None))
                 if position in dependent
@@ -345,12 +344,17 @@ class Interceptor:
         edits: list[tuple[int, int, str]] = []
         appended: list[tuple[int, int, str]] = []
         slotted: list[int] = []
+        nested: dict[int, str] = {}  # constant calls inside a spliced call's hidden columns: their SQL
         for plan in planned:
             call = plan.site
             if call.parent is not None:
+                if planned[call.parent].splice is not None:  # it goes upstream in a hidden column
+                    slotted.append(plan.index)
+                    nested[plan.index] = call_sql(call, plan.resolved.signature, slots)
                 continue
             if plan.splice is not None:
-                placeholder, hidden = _splice_edits(parse.query, plan.splice, call.args)
+                texts = [_with_replacements(parse.query, a.span, calls, nested) for a in call.args]
+                placeholder, hidden = _splice_edits(parse.query, plan.splice, texts)
                 edits.append(placeholder)
                 appended.append(hidden)
                 continue
@@ -676,10 +680,10 @@ def _key(call: CallSite, dependent: Sequence[int], sql: str) -> str:
 
 
 def _splice_edits(
-    sql: str, planned: SplicedCall, arguments: Sequence[str] | Sequence[Any]
+    sql: str, planned: SplicedCall, texts: Sequence[str]
 ) -> tuple[tuple[int, int, str], tuple[int, int, str]]:
     """The placeholder column in place of the call's select-list entry, and the hidden argument columns
-    appended to the select list (``arguments``: argument texts, or the call's arguments to read them)."""
+    (``texts``: the arguments' SQL) appended to the select list."""
     call = planned.site
     target, expression, level = call.target_span, call.expr_span, call.level
     assert target is not None and expression is not None and level is not None
@@ -691,7 +695,6 @@ def _splice_edits(
         + sql[call.span.end : expression.end]
         + f" AS {literals.identifier(planned.placeholder)}"
     )
-    texts = [a if isinstance(a, str) else a.span.text(sql) for a in arguments]
     hidden = "".join(
         f", ({texts[i]}) AS {literals.identifier(planned.hidden_name(i))}" for i in planned.dependent
     )
