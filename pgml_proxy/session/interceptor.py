@@ -43,7 +43,22 @@ from pgml_proxy.sql.model import Argument as ArgumentSite
 from pgml_proxy.sql.model import CallSite, Clause, Literal, QueryLevel, Span, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
-from pgml_proxy.wire.types import FLOAT4_ARRAY, TYPE_NAMES, TYPE_OIDS, PgType, decode_parameter, keeps_type
+from pgml_proxy.wire.types import (
+    BINARY_FORMAT,
+    BOOL,
+    FLOAT4,
+    FLOAT4_ARRAY,
+    FLOAT8,
+    INT8,
+    JSONB,
+    TEXT,
+    TEXT_FORMAT,
+    TYPE_NAMES,
+    TYPE_OIDS,
+    PgType,
+    decode_parameter,
+    keeps_type,
+)
 
 ANALYSIS_CACHE_SIZE: Final = 512
 
@@ -447,20 +462,20 @@ class Interceptor:
                 row[0]: lookup_value(signature, r) for row, r in zip(fetched.rows, computed, strict=True)
             }
             results[plan.index] = json.dumps(mapping)
-        extra: list[str | None] = []
+        extra: list[tuple[int, bytes | None]] = []
         for index in prepared.slotted:
             plan = next(p for p in prepared.calls if p.index == index)
             if plan.fetch is not None:
-                extra.append(results[index])
+                extra.append((TEXT_FORMAT, results[index].encode()))
             else:
-                extra += slot_texts(plan.site, plan.resolved.signature, results[index])
+                extra += _slot_values(plan.site, plan.resolved.signature, results[index])
         if not spliced:
-            return Bound(bind.with_extra_text_values(extra))
+            return Bound(bind.with_extra_values(extra))
         plan = SplicePlan(tuple(spliced))
         formats = bind.result_formats
         if len(formats) > 1:  # one code per column: the hidden columns come as text
             bind = dataclasses.replace(bind, result_formats=(*formats, *[0] * plan.hidden))
-        return Bound(bind.with_extra_text_values(extra), plan, bind.result_formats)
+        return Bound(bind.with_extra_values(extra), plan, bind.result_formats)
 
     def _fetch_for_bind(
         self, sql: str, call: CallSite, calls: Sequence[CallSite], dependent: tuple[int, ...]
@@ -630,6 +645,21 @@ class Bound:
     bind: bytes
     splice: SplicePlan | None = None
     result_formats: tuple[int, ...] = ()  # as sent upstream, hidden columns included
+
+
+_READ_BINARY: Final = frozenset(t.oid for t in (FLOAT4_ARRAY, TEXT, JSONB, FLOAT4, FLOAT8, INT8, BOOL))
+"""Result types whose binary form the server reads back as a parameter (records and void are not)."""
+
+
+def _slot_values(call: CallSite, signature: Signature, result: Any) -> list[tuple[int, bytes | None]]:
+    """A folded call's parameter values: a scalar in its binary form (an embedding is far cheaper to
+    pack than to print, and for the server to read), set-returning results as array text."""
+    returns = signature.returns
+    if not signature.set_returning and isinstance(returns, PgType) and returns.oid in _READ_BINARY:
+        return [(BINARY_FORMAT, returns.encode(result, BINARY_FORMAT))]
+    return [
+        (TEXT_FORMAT, None if text is None else text.encode()) for text in slot_texts(call, signature, result)
+    ]
 
 
 def _type_hint(argument: ArgumentSite) -> str:

@@ -53,7 +53,7 @@ class Bind:
         return cls(portal, statement, formats, tuple(values), results)
 
     def encode(self) -> bytes:
-        return self.with_extra_text_values([])
+        return self.with_extra_values([])
 
     def format_of(self, index: int) -> int:
         """The format code of parameter ``index``: none given means text, one given applies to all."""
@@ -61,18 +61,18 @@ class Bind:
             return 0
         return self.param_formats[0] if len(self.param_formats) == 1 else self.param_formats[index]
 
-    def with_extra_text_values(self, extra: Sequence[str | None]) -> bytes:
-        """This Bind with more parameters appended, in text format, the client's formats kept."""
+    def with_extra_values(self, extra: Sequence[tuple[int, bytes | None]]) -> bytes:
+        """This Bind with more parameters appended, each (format code, value), the client's formats kept."""
         results = struct.pack(
             f"!H{len(self.result_formats)}H", len(self.result_formats), *self.result_formats
         )
         head = cstring(self.portal) + cstring(self.statement)
         return message(codes.BIND, head + self.parameters_part(extra) + results)
 
-    def parameters_part(self, extra: Sequence[str | None] = ()) -> bytes:
-        """The format codes and values section of a Bind, with ``extra`` text values appended."""
-        values = [*self.values, *(None if v is None else v.encode() for v in extra)]
-        formats = [self.format_of(i) for i in range(len(self.values))] + [0] * len(extra)
+    def parameters_part(self, extra: Sequence[tuple[int, bytes | None]] = ()) -> bytes:
+        """The format codes and values section of a Bind, with ``extra`` (format, value) pairs appended."""
+        values = [*self.values, *(value for _, value in extra)]
+        formats = [self.format_of(i) for i in range(len(self.values))] + [fmt for fmt, _ in extra]
         parts = [struct.pack(f"!H{len(formats)}H", len(formats), *formats), struct.pack("!H", len(values))]
         for value in values:
             parts.append(b"\xff\xff\xff\xff" if value is None else struct.pack("!i", len(value)) + value)
