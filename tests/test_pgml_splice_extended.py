@@ -7,6 +7,7 @@ hidden columns), and computes the call as each Execute's rows stream by, in the 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -141,3 +142,13 @@ async def test_asyncpg_returning_is_spliced_and_a_failure_rolls_the_change_back(
     with pytest.raises(asyncpg.UndefinedObjectError):
         await conn.fetch("update notes set body = 'gone' returning pgml.embed('no-such-model', body)")
     assert await conn.fetchval("select count(*) from notes where body = 'gone'") == 0
+
+
+async def test_asyncpg_cancel_stops_a_spliced_execute_and_the_connection_goes_on(conn):
+    with pytest.raises(asyncio.TimeoutError):
+        await conn.fetch(
+            f"select pgml.embed('{MODEL}', 'sentence ' || g) from generate_series(1, 50000) g", timeout=1.0
+        )
+    assert await conn.fetchval("select 4") == 4
+    rows = await conn.fetch(f"select g, pgml.embed('{MODEL}', 'x' || g) as v from generate_series(1, 3) g")
+    assert [r["g"] for r in rows] == [1, 2, 3] and all(len(r["v"]) == 384 for r in rows)
