@@ -181,9 +181,6 @@ class Case:
 LITERAL_LONG = q(LONG)
 SRF_IN_ARGUMENT = "not yet: a set-returning pgml call inside another call's argument"
 RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-dependent record column)"
-AFTER_WRITE = (
-    "refused (0A000): a row-dependent call after a statement that may change rows in one query string"
-)
 TWO_ROW_CALLS = f"SELECT id, {emb('body')} IS NULL AS a, {emb('title')} IS NULL AS b FROM docs ORDER BY id"
 
 CORPUS: list[Case] = [
@@ -562,7 +559,6 @@ CORPUS: list[Case] = [
         "multi-statement-update-then-read",
         f"UPDATE docs SET title = {q('changed title')} WHERE id = 1; SELECT id, {emb('title')} FROM docs WHERE id <= 2 ORDER BY id",
         modes=("simple",),
-        xfail=AFTER_WRITE,
     ),
     # --- modifying statements (rolled back on both sides)
     Case("update-where-row-dependent", f"UPDATE docs SET title = title || '!' WHERE {emb('body')} IS NULL"),

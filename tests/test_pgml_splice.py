@@ -208,3 +208,31 @@ def test_a_lower_extra_float_digits_is_honoured(proxy, table, upstream, extra):
         printed = direct.execute("select %s::real[]::text", [exact]).fetchone()[0]
     assert texts[0] == printed
     assert np.allclose(np.array(texts[1][1:-1].split(","), dtype=float), exact, atol=10.0 ** -(6 + extra))
+
+
+def test_a_spliced_select_after_a_write_in_one_query_string_sees_the_write(proxy, upstream, reference):
+    name = f"multi_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(upstream.url(), autocommit=True) as direct:
+        direct.execute(f"create table {name} (id int primary key, body text)")
+        direct.execute(f"insert into {name} values (1, 'before'), (2, 'other')")
+        try:
+            with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
+                cur = conn.execute(
+                    f"update {name} set body = 'after' where id = 1; "
+                    f"select id, pgml.embed('{MODEL}', body) from {name} order by id; select 'last'"
+                )
+                cur.nextset()
+                rows = cur.fetchall()
+                assert [r[0] for r in rows] == [1, 2]
+                assert np.allclose(rows[0][1], reference.encode(["after"])[0], atol=1e-5)
+                cur.nextset()
+                assert cur.fetchall() == [("last",)]
+                # Elsewhere than a select list, the arguments would be read before the write: refused.
+                with pytest.raises(psycopg.errors.FeatureNotSupported, match="may change rows"):
+                    conn.execute(
+                        f"update {name} set body = 'again' where id = 1; "
+                        f"select id from {name} where pgml.embed('{MODEL}', body) is not null"
+                    )
+            assert direct.execute(f"select body from {name} where id = 1").fetchone() == ("after",)
+        finally:
+            direct.execute(f"drop table {name}")

@@ -189,3 +189,18 @@ async def test_a_row_split_anywhere_is_kept_whole(cut):
     await runner
     [(bodies, _)] = splicer.windows
     assert bodies == [row(12345)[5:]] and struct.unpack("!h", bodies[0][:2]) == (1,)
+
+
+async def test_in_a_query_string_only_the_spliced_statements_rows_are_computed():
+    splicer, client = HeldSplicer(), Client()
+    stream = SpliceStream(splicer, client.write, lambda: None, lambda: None, window=10, results_before=1)  # type: ignore[arg-type]
+    runner = asyncio.create_task(stream.run())
+    before = message(ord("C"), b"UPDATE 1\x00")
+    after = ROW_DESC + row(9) + message(ord("C"), b"SELECT 1\x00")
+    stream.feed(before + ROW_DESC + row(1) + row(2) + NOTICE + COMPLETE + after + ready())
+    await settle()
+    [(bodies, gate)] = splicer.windows
+    assert bodies == [row(1)[5:], row(2)[5:]]  # neither the statement before nor the one after
+    gate.set_result(None)
+    outcome = await runner
+    assert client.kinds() == "CTDDNCTDC" and outcome.status == ord("I")

@@ -556,7 +556,7 @@ class Session:
                 engine = await interceptor.engine()
                 splicer = RowSplicer(rewritten.splice, interceptor.registry, engine, digits)
             remaining = None if timeout is None else timeout - (loop.time() - started)
-            await self._run_held(rewritten.sql, splicer, remaining)
+            await self._run_held(rewritten.sql, splicer, remaining, rewritten.results_before)
 
         self._owned = False
         try:
@@ -581,7 +581,9 @@ class Session:
         except SideQueryFailed as failure:  # a deferred constraint, say: the statement fails after all
             self._side_query_failed(failure)
 
-    async def _run_held(self, sql: str, splicer: RowSplicer | None, timeout: float | None) -> None:
+    async def _run_held(
+        self, sql: str, splicer: RowSplicer | None, timeout: float | None, results_before: int = 0
+    ) -> None:
         """Run a statement whose answer the proxy must see to the end before the client does: a spliced
         one (its rows pass through ``splicer``), or one inside the proxy's own transaction.
 
@@ -596,7 +598,11 @@ class Session:
             await self.side_query("BEGIN")
             self._owned = True
         stream = SpliceStream(
-            splicer, self.client.write, lambda: gate.pause("splicing"), lambda: gate.resume("splicing")
+            splicer,
+            self.client.write,
+            lambda: gate.pause("splicing"),
+            lambda: gate.resume("splicing"),
+            results_before=results_before,
         )
         self._filter = stream
         try:

@@ -125,26 +125,50 @@ class Interceptor:
         """The statement with every pgml call replaced by its value, or by a placeholder to splice
         (``extra_float_digits``: the session's, for an answer the proxy writes itself)."""
         statements = self._analyze(sql)
-        for n, statement in enumerate(statements):
-            earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
-            if earlier_writes and any(_reads_rows(call) and not call.constant for call in statement.calls):
-                # Its arguments would be read before the statements ahead of it have changed the rows.
-                raise FeatureNotSupported(
-                    "a pgml call with row-dependent arguments cannot follow a statement that may change rows "
-                    "in the same query string",
-                    hint="Send it as a query of its own.",
-                )
         only = statements[0] if len(statements) == 1 else None
         if only is not None and only.strategy is Strategy.ANSWER and only.kind == "SelectStmt":
             return await self._answer(sql, only, channel, extra_float_digits)
-        # Splicing reads one result set, and one snapshot serves one statement: a query string of one.
-        single = len(statements) == 1 and statements[0].kind in _SPLICED_KINDS
+        splice_at = self._splice_at(statements)
+        for n, statement in enumerate(statements):
+            earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
+            read_early = [
+                call
+                for call in statement.calls
+                if _row_dependent(call) and not (n == splice_at and self._spliceable(call))
+            ]
+            if earlier_writes and read_early:
+                # Its arguments would be read before the statements ahead of it have changed the rows.
+                raise FeatureNotSupported(
+                    "a pgml call with row-dependent arguments cannot follow a statement that may change rows "
+                    "in the same query string, except as a column of a SELECT or RETURNING list",
+                    hint="Send it as a query of its own.",
+                )
         replacements: list[tuple[int, int, str]] = []
         spliced: list[SplicedCall] = []
-        for statement in statements:
-            replacements += await self._fold_statement(sql, statement, channel, spliced if single else None)
+        for n, statement in enumerate(statements):
+            # One snapshot serves one statement: only a query string of one gets its own.
+            replacements += await self._fold_statement(
+                sql, statement, channel, spliced if n == splice_at else None, snapshot=only is not None
+            )
         text = splice(sql, replacements) if replacements else sql
-        return Rewritten(text, SplicePlan(tuple(spliced)) if spliced else None)
+        if not spliced:
+            return Rewritten(text)
+        return Rewritten(text, SplicePlan(tuple(spliced)), results_before=splice_at or 0)
+
+    def _splice_at(self, statements: Sequence[StatementAnalysis]) -> int | None:
+        """The statement of a query string whose rows get spliced calls: the first that has any.
+
+        The rows of one statement are told apart by counting the answers before it; a string that
+        controls transactions itself is never spliced, since splicing may wrap it in a transaction.
+        """
+        if len(statements) > 1 and any(s.kind == "TransactionStmt" for s in statements):
+            return None
+        for n, statement in enumerate(statements):
+            if statement.kind in _SPLICED_KINDS and any(
+                _row_dependent(c) and self._spliceable(c) for c in statement.calls
+            ):
+                return n
+        return None
 
     async def _fold_statement(
         self,
@@ -152,9 +176,11 @@ class Interceptor:
         statement: StatementAnalysis,
         channel: SideChannel,
         spliced: list[SplicedCall] | None,
+        *,
+        snapshot: bool,
     ) -> list[tuple[int, int, str]]:
-        """The edits for one statement; spliced calls are added to ``spliced`` (None: the statement
-        shares its query string, so it is neither spliced nor given a snapshot of its own)."""
+        """The edits for one statement; spliced calls are added to ``spliced`` (None: the statement is
+        not the one to splice). ``snapshot``: materialized calls may ask for a snapshot of their own."""
         if statement.strategy is Strategy.UNREACHABLE:
             raise FeatureNotSupported(statement.reason or "pgml functions cannot be used in this statement")
         calls = statement.calls
@@ -180,7 +206,7 @@ class Interceptor:
         for index in order:
             call = calls[index]
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
-            if call.constant or not (_reads_rows(call) or call.clause is Clause.RETURNING):
+            if not _row_dependent(call):
                 done[index] = await self._fold(call, texts, channel)
             elif spliced is not None and self._spliceable(call):
                 planned, placeholder, hidden = await self._splice(sql, call, texts, len(spliced), channel)
@@ -188,7 +214,7 @@ class Interceptor:
                 edits.append(placeholder)
                 appended.append(hidden)
             else:
-                if spliced is not None:
+                if snapshot:
                     await channel.own_snapshot()  # the argument read and the statement see the same rows
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
         for index, call in enumerate(calls):
@@ -331,8 +357,9 @@ class Interceptor:
         for index, call in enumerate(calls):
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
-            reads_rows = _reads_rows(call) or call.clause is Clause.RETURNING
-            dependent = tuple(i for i, a in enumerate(call.args) if not a.constant) if reads_rows else ()
+            dependent = (
+                tuple(i for i, a in enumerate(call.args) if not a.constant) if _row_dependent(call) else ()
+            )
             spliced = may_splice and bool(dependent) and self._spliceable(call)
             sources = [
                 _Source(literal=_Value(_type_hint(call.args[position]), None))
@@ -591,6 +618,8 @@ class Rewritten:
     splice: SplicePlan | None = None
     #: The whole answer up to CommandComplete, when the proxy answers the statement itself.
     answer: bytes | None = None
+    #: Statements of the query string before the spliced one: their answers pass first.
+    results_before: int = 0
 
 
 _SPLICED_KINDS: Final = frozenset(("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"))
@@ -679,6 +708,12 @@ def _not_materialized(call: CallSite) -> FeatureNotSupported:
         f"pgml.{call.name} with row-dependent arguments is not supported in this position yet",
         hint="Compute it in a separate SELECT.",
     )
+
+
+def _row_dependent(call: CallSite) -> bool:
+    """The call's value may differ from row to row: its arguments read the rows of its query (or, in
+    RETURNING, the rows the statement writes)."""
+    return not call.constant and (_reads_rows(call) or call.clause is Clause.RETURNING)
 
 
 def _reads_rows(call: CallSite) -> bool:

@@ -195,6 +195,8 @@ QUERY_ENDS: Final = frozenset((codes.READY_FOR_QUERY,))
 """A simple query's answer ends with ReadyForQuery."""
 EXECUTE_ENDS: Final = frozenset((COMMAND_COMPLETE, PORTAL_SUSPENDED, EMPTY_QUERY, codes.ERROR_RESPONSE))
 """An Execute's answer ends with one of these."""
+_STATEMENT_DONE: Final = frozenset((COMMAND_COMPLETE, EMPTY_QUERY))
+"""Each statement of a simple query's string ends its answer with one of these."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,17 +231,20 @@ class SpliceStream:
         resume_upstream: Callable[[], None],
         window: int = WINDOW_ROWS,
         ends: frozenset[int] = QUERY_ENDS,
+        results_before: int = 0,
     ) -> None:
         self._splicer = splicer
         self._ends = ends
+        # Statements of the query string whose answers come before the spliced one's (then 0 while
+        # it is under way, negative after it).
+        self._before = results_before
         self._write = write
         self._pause = pause_upstream
         self._resume = resume_upstream
         self._window_size = window
         # Without a splicer, rows pass as they are: only the end of the answer matters.
-        self._scanner = MessageScanner(
-            ends | (frozenset((ROW_DESCRIPTION, DATA_ROW)) if splicer else frozenset())
-        )
+        spliced = frozenset((ROW_DESCRIPTION, DATA_ROW)) | _STATEMENT_DONE if splicer else frozenset()
+        self._scanner = MessageScanner(ends | spliced)
         self._window: list[bytes] = []
         self._queue: deque[bytes | _Window | ProxyError] = deque()
         self._queued_rows = 0
@@ -265,6 +270,20 @@ class SpliceStream:
         chunk, frames = self._scanner.feed(data)
         pos = 0
         for kind, start, end in frames:
+            if kind in self._ends:  # the answer is complete
+                self._close_window()
+                self._raw(chunk[pos : start - 5])
+                self._end = chunk[start - 5 : end]
+                self._after.append(chunk[end:] + self._scanner.drain())
+                pos = len(chunk)
+                break
+            if kind in _STATEMENT_DONE:  # one statement's answer ends: ours, or one before or after it
+                if self._before == 0:
+                    self._close_window()
+                self._before -= 1
+                continue  # it passes as it is, in order
+            if self._before != 0:
+                continue  # another statement's rows pass as they are
             if start - 5 > pos or kind != DATA_ROW:
                 self._close_window()
                 self._raw(chunk[pos : start - 5])
@@ -273,13 +292,8 @@ class SpliceStream:
                 self._window.append(chunk[start:end])
                 if len(self._window) >= self._window_size:
                     self._close_window()
-            elif kind == ROW_DESCRIPTION:
+            else:
                 self._describe(chunk[start:end])
-            else:  # the answer is complete
-                self._end = chunk[start - 5 : end]
-                self._after.append(chunk[end:] + self._scanner.drain())
-                pos = len(chunk)
-                break
         if pos < len(chunk):
             self._close_window()
             self._raw(chunk[pos:])
