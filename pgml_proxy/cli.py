@@ -73,15 +73,29 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _engine_config(settings: Settings) -> EngineConfig:
+    """Raises ValueError for settings the engine cannot work with (a batch of 0, a negative budget)."""
+    try:
+        return _build_engine_config(settings)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid engine setting: {exc} (see --batch-max-size, --batch-max-wait-ms, --models-memory-budget-mb)"
+        ) from exc
+
+
+def _build_engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
         search_dirs=(settings.models_dir,) if settings.models_dir else (),
         allow_downloads=settings.models_allow_downloads,
         allow_model_paths=settings.models_allow_paths,
+        memory_budget_bytes=settings.models_memory_budget_mb * 1024**2,
+        max_batch_size=settings.batch_max_size,
+        max_batch_wait_s=settings.batch_max_wait_ms / 1000,
     )
 
 
 async def serve(settings: Settings) -> int:
     tls_context = _tls_context(settings)
+    engine_config = _engine_config(settings)  # checked before anything starts
     embedded: EmbeddedPostgres | None = None
     if settings.upstream is None:
         embedded = EmbeddedPostgres(
@@ -100,7 +114,7 @@ async def serve(settings: Settings) -> int:
         server = ProxyServer(
             upstream,
             max_connections=settings.max_connections,
-            interceptor=Interceptor(BUILTIN, _engine_config(settings)),
+            interceptor=Interceptor(BUILTIN, engine_config),
             tls_context=tls_context,
         )
         host, port = await server.listen(*settings.listen_address)

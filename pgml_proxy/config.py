@@ -56,6 +56,9 @@ class Settings:
     models_dir: Path | None = None
     models_allow_downloads: bool = False
     models_allow_paths: bool = False
+    models_memory_budget_mb: int = 8192
+    batch_max_size: int = 64
+    batch_max_wait_ms: float = 2.0
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -120,6 +123,27 @@ OPTIONS: Final = (
         group="models",
     ),
     Option("models_allow_paths", bool, "let SQL name a model by its filesystem path (off)", group="models"),
+    Option(
+        "models_memory_budget_mb",
+        int,
+        "megabytes of model weights kept loaded; the least recently used model goes first (default 8192)",
+        group="models",
+        metavar="MB",
+    ),
+    Option(
+        "batch_max_size",
+        int,
+        "texts one model call takes at most, from all sessions together (default 64)",
+        group="batch",
+        metavar="N",
+    ),
+    Option(
+        "batch_max_wait_ms",
+        float,
+        "how long the first request of a batch waits for others to join it (default 2)",
+        group="batch",
+        metavar="MS",
+    ),
 )
 
 

@@ -54,6 +54,25 @@ def test_model_settings_as_flags_env_and_toml(tmp_path):
         load_settings({}, {"PGML_PROXY_MODELS__ALLOW_PATHS": "maybe"})
 
 
+def test_engine_settings_reach_the_engine_and_bad_ones_are_refused(tmp_path):
+    from pgml_proxy.cli import _engine_config
+
+    config = tmp_path / "proxy.toml"
+    config.write_text("[models]\nmemory_budget_mb = 512\n[batch]\nmax_size = 16\n")
+    settings = load_settings({"config": config}, {"PGML_PROXY_BATCH__MAX_WAIT_MS": "5"})
+    engine = _engine_config(settings)
+    assert (engine.memory_budget_bytes, engine.max_batch_size, engine.max_batch_wait_s) == (
+        512 * 2**20,
+        16,
+        0.005,
+    )
+    assert _engine_config(load_settings({}, {})).max_batch_size == 64  # the default
+    with pytest.raises(ValueError, match="max_batch_size"):
+        _engine_config(load_settings({"batch_max_size": 0}, {}))
+    with pytest.raises(ValueError, match="expected int"):
+        load_settings({}, {"PGML_PROXY_MODELS__MEMORY_BUDGET_MB": "lots"})
+
+
 def test_config_file_named_by_environment(tmp_path):
     config = tmp_path / "proxy.toml"
     config.write_text("max_connections = 3\n")
