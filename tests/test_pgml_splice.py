@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import numpy as np
 import psycopg
@@ -18,6 +17,7 @@ import pytest
 from psycopg import ClientCursor
 
 from tests.support.servers import run_psql
+from tests.support.tables import scratch_table
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROWS = 3000
@@ -25,18 +25,15 @@ ROWS = 3000
 
 @pytest.fixture(scope="module")
 def table(upstream):
-    """``docs(id, body)``: ROWS short texts, some NULL and some empty."""
-    name = f"splice_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as conn:
-        conn.execute("create extension if not exists vector")
-        conn.execute(f"create table {name} (id int primary key, body text, tag varchar(20))")
-        with conn.cursor().copy(f"copy {name} (id, body, tag) from stdin") as copy:
-            for i in range(1, ROWS + 1):
-                body = None if i % 97 == 0 else ("" if i % 89 == 0 else f"document number {i} ü")
-                copy.write_row((i, body, f"tag {i % 7}"))
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as conn:
-        conn.execute(f"drop table {name}")
+    """``(id, body, tag)``: ROWS short texts, some NULL and some empty."""
+    rows = (
+        (i, None if i % 97 == 0 else ("" if i % 89 == 0 else f"document number {i} ü"), f"tag {i % 7}")
+        for i in range(1, ROWS + 1)
+    )
+    with scratch_table(
+        upstream.url(), "id int primary key, body text, tag varchar(20)", rows, "splice"
+    ) as name:
+        yield name
 
 
 @pytest.fixture
@@ -158,81 +155,48 @@ def test_psql_shows_spliced_columns(proxy, table):
 
 
 def test_returning_rows_are_spliced_and_a_failure_changes_nothing(proxy, upstream, reference):
-    name = f"ret_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as direct:
-        direct.execute(f"create table {name} (id int primary key, body text)")
-        direct.execute(f"insert into {name} values (1, 'one'), (2, 'two')")
-        try:
-            with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
-                rows = conn.execute(
-                    f"update {name} set body = body || ' more' returning id, pgml.embed('{MODEL}', body) as e"
-                ).fetchall()
-                assert sorted(r[0] for r in rows) == [1, 2]
-                by_id = dict(rows)
-                assert np.allclose(by_id[1], reference.encode(["one more"])[0], atol=1e-5)
-                # The computation fails after the rows were written upstream: nothing stays written.
-                with pytest.raises(psycopg.errors.UndefinedObject):
-                    conn.execute(
-                        f"update {name} set body = 'changed' returning pgml.embed('no-such-model', body)"
-                    )
-                with pytest.raises(psycopg.errors.UndefinedObject):
-                    conn.execute(
-                        f"with d as (delete from {name} returning body) select pgml.embed('no-such-model', body) from d"
-                    )
-                assert conn.execute(f"select count(*) from {name} where body like '%more'").fetchone() == (2,)
-                with pytest.raises(psycopg.errors.FeatureNotSupported, match="RETURNING"):
-                    conn.execute(
-                        f"update {name} set body = body returning length(pgml.embed('{MODEL}', body)::text)"
-                    )
-            assert direct.execute(f"select body from {name} order by id").fetchall() == [
-                ("one more",),
-                ("two more",),
-            ]
-        finally:
-            direct.execute(f"drop table {name}")
-
-
-@pytest.mark.parametrize("extra", [0, -3])
-def test_a_lower_extra_float_digits_is_honoured(proxy, table, upstream, extra):
-    """Floats the proxy prints itself (spliced and answered) round as Postgres's do for the session."""
-    queries = [
-        f"select pgml.embed('{MODEL}', body) from {table} where id = 1",  # spliced
-        f"select pgml.embed('{MODEL}', 'document number 1 ü')",  # answered
-    ]
-    with psycopg.connect(proxy.url(), autocommit=True) as conn:
-        exact = conn.cursor(binary=True).execute(queries[0]).fetchone()[0]
-        conn.execute(f"set extra_float_digits = {extra}")
-        texts = [conn.pgconn.exec_(q.encode()).get_value(0, 0).decode() for q in queries]
-    with psycopg.connect(upstream.url(), autocommit=True) as direct:
-        direct.execute(f"set extra_float_digits = {extra}")
-        printed = direct.execute("select %s::real[]::text", [exact]).fetchone()[0]
-    assert texts[0] == printed
-    assert np.allclose(np.array(texts[1][1:-1].split(","), dtype=float), exact, atol=10.0 ** -(6 + extra))
+    with (
+        scratch_table(upstream.url(), "id int primary key, body text", [(1, "one"), (2, "two")]) as name,
+        psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn,
+    ):
+        rows = conn.execute(
+            f"update {name} set body = body || ' more' returning id, pgml.embed('{MODEL}', body) as e"
+        ).fetchall()
+        assert sorted(r[0] for r in rows) == [1, 2]
+        by_id = dict(rows)
+        assert np.allclose(by_id[1], reference.encode(["one more"])[0], atol=1e-5)
+        # The computation fails after the rows were written upstream: nothing stays written.
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute(f"update {name} set body = 'changed' returning pgml.embed('no-such-model', body)")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute(
+                f"with d as (delete from {name} returning body) select pgml.embed('no-such-model', body) from d"
+            )
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="RETURNING"):
+            conn.execute(f"update {name} set body = body returning length(pgml.embed('{MODEL}', body)::text)")
+        bodies = conn.execute(f"select body from {name} order by id").fetchall()
+        assert bodies == [("one more",), ("two more",)]
 
 
 def test_a_spliced_select_after_a_write_in_one_query_string_sees_the_write(proxy, upstream, reference):
-    name = f"multi_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as direct:
-        direct.execute(f"create table {name} (id int primary key, body text)")
-        direct.execute(f"insert into {name} values (1, 'before'), (2, 'other')")
-        try:
-            with psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn:
-                cur = conn.execute(
-                    f"update {name} set body = 'after' where id = 1; "
-                    f"select id, pgml.embed('{MODEL}', body) from {name} order by id; select 'last'"
-                )
-                cur.nextset()
-                rows = cur.fetchall()
-                assert [r[0] for r in rows] == [1, 2]
-                assert np.allclose(rows[0][1], reference.encode(["after"])[0], atol=1e-5)
-                cur.nextset()
-                assert cur.fetchall() == [("last",)]
-                # Elsewhere than a select list, the arguments would be read before the write: refused.
-                with pytest.raises(psycopg.errors.FeatureNotSupported, match="may change rows"):
-                    conn.execute(
-                        f"update {name} set body = 'again' where id = 1; "
-                        f"select id from {name} where pgml.embed('{MODEL}', body) is not null"
-                    )
-            assert direct.execute(f"select body from {name} where id = 1").fetchone() == ("after",)
-        finally:
-            direct.execute(f"drop table {name}")
+    with (
+        scratch_table(upstream.url(), "id int primary key, body text", [(1, "before"), (2, "other")]) as name,
+        psycopg.connect(proxy.url(), autocommit=True, cursor_factory=ClientCursor) as conn,
+    ):
+        cur = conn.execute(
+            f"update {name} set body = 'after' where id = 1; "
+            f"select id, pgml.embed('{MODEL}', body) from {name} order by id; select 'last'"
+        )
+        cur.nextset()
+        rows = cur.fetchall()
+        assert [r[0] for r in rows] == [1, 2]
+        assert np.allclose(rows[0][1], reference.encode(["after"])[0], atol=1e-5)
+        cur.nextset()
+        assert cur.fetchall() == [("last",)]
+        # Elsewhere than a select list, the arguments would be read before the write: refused.
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="may change rows"):
+            conn.execute(
+                f"update {name} set body = 'again' where id = 1; "
+                f"select id from {name} where pgml.embed('{MODEL}', body) is not null"
+            )
+        assert conn.execute(f"select body from {name} where id = 1").fetchone() == ("after",)

@@ -8,7 +8,6 @@ hidden columns), and computes the call as each Execute's rows stream by, in the 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import asyncpg
 import numpy as np
@@ -16,22 +15,17 @@ import psycopg
 import pytest
 from pgvector.asyncpg import register_vector
 
+from tests.support.tables import scratch_table
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ROWS = 500
 
 
 @pytest.fixture(scope="module")
 def table(upstream):
-    name = f"xsplice_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as conn:
-        conn.execute("create extension if not exists vector")
-        conn.execute(f"create table {name} (id int primary key, body text)")
-        with conn.cursor().copy(f"copy {name} (id, body) from stdin") as copy:
-            for i in range(1, ROWS + 1):
-                copy.write_row((i, None if i % 50 == 0 else f"row {i} — unicode ✓"))
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as conn:
-        conn.execute(f"drop table {name}")
+    rows = ((i, None if i % 50 == 0 else f"row {i} — unicode ✓") for i in range(1, ROWS + 1))
+    with scratch_table(upstream.url(), "id int primary key, body text", rows, "xsplice") as name:
+        yield name
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from pgml_proxy.session.side_query import (
 from pgml_proxy.session.splice import (
     EXECUTE_ENDS,
     RowSplicer,
+    SpliceOutcome,
     SpliceStream,
     StatementDescription,
     portal_fields,
@@ -427,21 +428,8 @@ class Session:
                 self._forward(message(EXECUTE, body))
                 return
             settings = await self._settings(in_pipeline=True)
-            gate = self.upstream_gate
-            assert gate is not None
-            stream = SpliceStream(
-                splicer,
-                self.client.write,
-                lambda: gate.pause("splicing"),
-                lambda: gate.resume("splicing"),
-                ends=EXECUTE_ENDS,
-            )
-            self._filter = stream
-            try:
-                self._forward(message(EXECUTE, body) + _FLUSH)
-                outcome = await stream.run(settings.timeout)
-            finally:
-                self._filter = None
+            request = message(EXECUTE, body) + _FLUSH
+            outcome = await self._stream_answer(request, splicer, settings.timeout, ends=EXECUTE_ENDS)
             if outcome.error is None:
                 self.client.write(outcome.end + outcome.after)
                 return
@@ -592,24 +580,12 @@ class Session:
         client was told failed.
         """
         side = self.upstream_side
-        gate = self.upstream_gate
-        assert side is not None and gate is not None
+        assert side is not None
         if not self._owned and side.transaction_status == IDLE:
             await self.side_query("BEGIN")
             self._owned = True
-        stream = SpliceStream(
-            splicer,
-            self.client.write,
-            lambda: gate.pause("splicing"),
-            lambda: gate.resume("splicing"),
-            results_before=results_before,
-        )
-        self._filter = stream
-        try:
-            self._forward(message(QUERY, sql.encode() + b"\x00"))
-            outcome = await stream.run(timeout)
-        finally:
-            self._filter = None
+        request = message(QUERY, sql.encode() + b"\x00")
+        outcome = await self._stream_answer(request, splicer, timeout, results_before=results_before)
         status = outcome.status
         assert status is not None
         if self._owned:
@@ -626,6 +602,27 @@ class Session:
         self.client.write(_ready(status) + outcome.after)
         if self._draining and self.in_flight == 0:
             self.close_for_shutdown()
+
+    async def _stream_answer(
+        self, request: bytes, splicer: RowSplicer | None, timeout: float | None, **options: Any
+    ) -> SpliceOutcome:
+        """Send ``request`` upstream and pass its answer to the client through a :class:`SpliceStream`
+        (``options``: where the answer ends, which statement's rows are spliced)."""
+        gate = self.upstream_gate
+        assert gate is not None
+        stream = SpliceStream(
+            splicer,
+            self.client.write,
+            lambda: gate.pause("splicing"),
+            lambda: gate.resume("splicing"),
+            **options,
+        )
+        self._filter = stream
+        try:
+            self._forward(request)
+            return await stream.run(timeout)
+        finally:
+            self._filter = None
 
     async def _settings(self, *, in_pipeline: bool = False) -> _Settings:
         """The session settings proxy-side work follows: statement_timeout bounds it as it bounds the
