@@ -178,6 +178,24 @@ def test_returning_rows_are_spliced_and_a_failure_changes_nothing(proxy, upstrea
         assert bodies == [("one more",), ("two more",)]
 
 
+@pytest.mark.parametrize("extra", [0, -3])
+def test_a_lower_extra_float_digits_is_honoured(proxy, table, upstream, extra):
+    """Floats the proxy prints itself (spliced and answered) round as Postgres's do for the session."""
+    queries = [
+        f"select pgml.embed('{MODEL}', body) from {table} where id = 1",  # spliced
+        f"select pgml.embed('{MODEL}', 'document number 1 ü')",  # answered
+    ]
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        exact = conn.cursor(binary=True).execute(queries[0]).fetchone()[0]
+        conn.execute(f"set extra_float_digits = {extra}")
+        texts = [conn.pgconn.exec_(q.encode()).get_value(0, 0).decode() for q in queries]
+    with psycopg.connect(upstream.url(), autocommit=True) as direct:
+        direct.execute(f"set extra_float_digits = {extra}")
+        printed = direct.execute("select %s::real[]::text", [exact]).fetchone()[0]
+    assert texts[0] == printed
+    assert np.allclose(np.array(texts[1][1:-1].split(","), dtype=float), exact, atol=10.0 ** -(6 + extra))
+
+
 def test_a_spliced_select_after_a_write_in_one_query_string_sees_the_write(proxy, upstream, reference):
     with (
         scratch_table(upstream.url(), "id int primary key, body text", [(1, "before"), (2, "other")]) as name,
