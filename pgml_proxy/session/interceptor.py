@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -199,6 +199,7 @@ class Interceptor:
                     hint="Use your driver's prepared statements (the extended query protocol) instead.",
                 )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
+        computed: dict[int, tuple[Signature, Any]] = {}  # folded calls' results
         edits: list[tuple[int, int, str]] = []
         appended: list[tuple[int, int, str]] = []  # hidden columns: after anything else at the list's end
         # Calls in FROM first: a row-dependent call elsewhere reads its rows through that FROM clause.
@@ -207,7 +208,10 @@ class Interceptor:
             call = calls[index]
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
             if not _row_dependent(call):
-                done[index] = await self._fold(call, texts, channel)
+                signature, result, done[index] = await self._fold(
+                    call, texts, channel, _sets_of(index, calls, computed)
+                )
+                computed[index] = (signature, result)
             elif spliced is not None and self._spliceable(call):
                 planned, placeholder, hidden = await self._splice(sql, call, texts, len(spliced), channel)
                 spliced.append(planned)
@@ -264,30 +268,54 @@ class Interceptor:
         """A statement of pgml calls only: answered by the proxy, or folded when its types need the upstream."""
         calls = statement.calls
         done: dict[int, str] = {}
-        results: dict[int, tuple[Signature, Any]] = {}
+        computed: dict[int, tuple[Signature, Any]] = {}
         for index, call in enumerate(calls):  # nested calls come before the call they are arguments of
             texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
-            signature, result = await self._compute(call, texts, channel)
+            signature, result = await self._compute(call, texts, channel, _sets_of(index, calls, computed))
+            computed[index] = (signature, result)
             done[index] = call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
-            if call.parent is None:
-                results[index] = (signature, result)
+        results = {index: computed[index] for index, call in enumerate(calls) if call.parent is None}
         answered = answer(statement.answer, calls, results, extra_float_digits)
         if answered is not None:
             return Rewritten(sql, answer=answered)
         edits = [edit for index in results for edit in _call_edits(calls[index], done[index])]
         return Rewritten(splice(sql, edits))
 
-    async def _compute(self, call: CallSite, texts: list[str], channel: SideChannel) -> tuple[Signature, Any]:
-        """A call with constant arguments, evaluated once."""
-        values = await self._evaluate(call, texts, range(len(call.args)), channel)
-        resolved = self._resolve(call, [v.type for v in values])
-        [result] = await self.registry.call(await self.engine(), resolved, [[v.value for v in values]])
-        return resolved.signature, result
+    async def _compute(
+        self, call: CallSite, texts: list[str], channel: SideChannel, sets: Mapping[int, _Set] | None = None
+    ) -> tuple[Signature, Any]:
+        """A call with constant arguments, evaluated once.
 
-    async def _fold(self, call: CallSite, texts: list[str], channel: SideChannel) -> str:
+        An argument that is a set-returning pgml call (``sets``: by position) makes the call a set too,
+        one result per value of that argument, as Postgres evaluates a function of a set.
+        """
+        sets = sets or {}
+        fixed = [i for i in range(len(call.args)) if i not in sets]
+        evaluated = dict(zip(fixed, await self._evaluate(call, texts, fixed, channel), strict=True))
+        types = [sets[i].type if i in sets else evaluated[i].type for i in range(len(call.args))]
+        resolved = self._resolve(call, types)
+        engine = await self.engine()
+        if not sets:
+            [result] = await self.registry.call(engine, resolved, [[evaluated[i].value for i in fixed]])
+            return resolved.signature, result
+        if len(sets) > 1 or resolved.signature.set_returning:
+            raise FeatureNotSupported(
+                f"pgml.{call.name} over more than one set, or returning a set itself, is not supported yet"
+            )
+        [(position, values)] = sets.items()
+        rows = [
+            [value if i == position else evaluated[i].value for i in range(len(call.args))]
+            for value in values.values
+        ]
+        results = await self.registry.call(engine, resolved, rows)
+        return dataclasses.replace(resolved.signature, set_returning=True), results
+
+    async def _fold(
+        self, call: CallSite, texts: list[str], channel: SideChannel, sets: Mapping[int, _Set] | None = None
+    ) -> tuple[Signature, Any, str]:
         """Constant arguments: one evaluation, its value in place of the call."""
-        signature, result = await self._compute(call, texts, channel)
-        return call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
+        signature, result = await self._compute(call, texts, channel, sets)
+        return signature, result, call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
 
     async def _materialize(
         self,
@@ -708,6 +736,37 @@ def _not_materialized(call: CallSite) -> FeatureNotSupported:
         f"pgml.{call.name} with row-dependent arguments is not supported in this position yet",
         hint="Compute it in a separate SELECT.",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Set:
+    """The values a set-returning pgml call gives an argument of another call."""
+
+    type: str
+    values: list[Any]
+
+
+def _sets_of(
+    index: int, calls: Sequence[CallSite], computed: Mapping[int, tuple[Signature, Any]]
+) -> dict[int, _Set]:
+    """The arguments of call ``index`` that are exactly a computed set-returning call (or one field of
+    its rows), by position."""
+    call = calls[index]
+    sets: dict[int, _Set] = {}
+    for child_index, child in enumerate(calls):
+        if child.parent != index or not child.set_returning or child_index not in computed:
+            continue
+        signature, rows = computed[child_index]
+        returns = signature.returns
+        for position, argument in enumerate(call.args):
+            if argument.span not in (child.span, child.expr_span):
+                continue
+            if isinstance(returns, PgType):
+                sets[position] = _Set(returns.name, list(rows))
+            elif child.field is not None:
+                column = next((i, c) for i, c in enumerate(returns) if c.name == child.field)
+                sets[position] = _Set(column[1].type.name, [row[column[0]] for row in rows])
+    return sets
 
 
 def _row_dependent(call: CallSite) -> bool:
