@@ -27,6 +27,15 @@ from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyn
 from pgml_proxy.functions.registry import Registry, ResolvedCall
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Signature
 from pgml_proxy.session.answer import answer
+from pgml_proxy.session.edits import (
+    argument_key,
+    call_edits,
+    fetch_query,
+    key_of,
+    row_dependent,
+    splice_edits,
+    with_replacements,
+)
 from pgml_proxy.session.replacements import (
     LiteralSlots,
     ParameterSlots,
@@ -40,7 +49,7 @@ from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePla
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import Argument as ArgumentSite
-from pgml_proxy.sql.model import CallSite, Clause, Literal, QueryLevel, Span, StatementAnalysis, Strategy
+from pgml_proxy.sql.model import CallSite, Clause, Literal, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.types import (
@@ -134,7 +143,7 @@ class Interceptor:
             read_early = [
                 call
                 for call in statement.calls
-                if _row_dependent(call) and not (n == splice_at and self._spliceable(call))
+                if row_dependent(call) and not (n == splice_at and self._spliceable(call))
             ]
             if earlier_writes and read_early:
                 # Its arguments would be read before the statements ahead of it have changed the rows.
@@ -165,7 +174,7 @@ class Interceptor:
             return None
         for n, statement in enumerate(statements):
             if statement.kind in _SPLICED_KINDS and any(
-                _row_dependent(c) and self._spliceable(c) for c in statement.calls
+                row_dependent(c) and self._spliceable(c) for c in statement.calls
             ):
                 return n
         return None
@@ -206,8 +215,8 @@ class Interceptor:
         order = sorted(range(len(calls)), key=lambda i: (calls[i].clause is not Clause.FROM, i))
         for index in order:
             call = calls[index]
-            texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
-            if not _row_dependent(call):
+            texts = [with_replacements(sql, a.span, calls, done) for a in call.args]
+            if not row_dependent(call):
                 signature, result, done[index] = await self._fold(
                     call, texts, channel, _sets_of(index, calls, computed)
                 )
@@ -223,7 +232,7 @@ class Interceptor:
                 done[index] = await self._materialize(sql, call, calls, done, texts, channel)
         for index, call in enumerate(calls):
             if call.parent is None and index in done:  # nested calls are inside a call that is replaced whole
-                edits += _call_edits(call, done[index])
+                edits += call_edits(call, done[index])
         return edits + appended
 
     def _spliceable(self, call: CallSite) -> bool:
@@ -260,7 +269,7 @@ class Interceptor:
         planned = dataclasses.replace(
             planned, fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True))
         )
-        return planned, *_splice_edits(sql, planned, texts)
+        return planned, *splice_edits(sql, planned, texts)
 
     async def _answer(
         self, sql: str, statement: StatementAnalysis, channel: SideChannel, extra_float_digits: int
@@ -270,7 +279,7 @@ class Interceptor:
         done: dict[int, str] = {}
         computed: dict[int, tuple[Signature, Any]] = {}
         for index, call in enumerate(calls):  # nested calls come before the call they are arguments of
-            texts = [_with_replacements(sql, a.span, calls, done) for a in call.args]
+            texts = [with_replacements(sql, a.span, calls, done) for a in call.args]
             signature, result = await self._compute(call, texts, channel, _sets_of(index, calls, computed))
             computed[index] = (signature, result)
             done[index] = call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
@@ -278,7 +287,7 @@ class Interceptor:
         answered = answer(statement.answer, calls, results, extra_float_digits)
         if answered is not None:
             return Rewritten(sql, answer=answered)
-        edits = [edit for index in results for edit in _call_edits(calls[index], done[index])]
+        edits = [edit for index in results for edit in call_edits(calls[index], done[index])]
         return Rewritten(splice(sql, edits))
 
     async def _compute(
@@ -341,9 +350,9 @@ class Interceptor:
             raise FeatureNotSupported(
                 f"pgml.{call.name} with volatile arguments cannot be evaluated once per row"
             )
-        key = _key_of(texts[i] for i in dependent)
+        key = key_of(texts[i] for i in dependent)
         types = ", ".join(f"pg_typeof(({texts[i]}))::text" for i in dependent)
-        fetched = await channel.side_query(_fetch_query(sql, call, calls, done, key, types))
+        fetched = await channel.side_query(fetch_query(sql, call, calls, done, key, types))
         fixed = await self._evaluate(call, texts, constant, channel)
         row_types = fetched.rows[0][1:] if fetched.rows else [UNKNOWN] * len(dependent)
         arg_types: list[str] = [UNKNOWN] * len(call.args)
@@ -386,7 +395,7 @@ class Interceptor:
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
             dependent = (
-                tuple(i for i, a in enumerate(call.args) if not a.constant) if _row_dependent(call) else ()
+                tuple(i for i, a in enumerate(call.args) if not a.constant) if row_dependent(call) else ()
             )
             spliced = may_splice and bool(dependent) and self._spliceable(call)
             sources = [
@@ -423,8 +432,8 @@ class Interceptor:
                     nested[plan.index] = call_sql(call, plan.resolved.signature, slots)
                 continue
             if plan.splice is not None:
-                texts = [_with_replacements(parse.query, a.span, calls, nested) for a in call.args]
-                placeholder, hidden = _splice_edits(parse.query, plan.splice, texts)
+                texts = [with_replacements(parse.query, a.span, calls, nested) for a in call.args]
+                placeholder, hidden = splice_edits(parse.query, plan.splice, texts)
                 edits.append(placeholder)
                 appended.append(hidden)
                 continue
@@ -436,9 +445,9 @@ class Interceptor:
                     call,
                     plan.resolved.signature,
                     slots.value("jsonb"),
-                    _key(call, plan.dependent, parse.query),
+                    argument_key(call, plan.dependent, parse.query),
                 )
-            edits += _call_edits(call, replacement)
+            edits += call_edits(call, replacement)
         query = splice(parse.query, edits + appended)
         remaining = parameter_numbers(query)
         types = [declared[i] if i < len(declared) else 0 for i in range(client_params)]
@@ -541,7 +550,7 @@ class Interceptor:
                 "under the extended query protocol yet",
                 hint="Send the statement with the simple query protocol.",
             )
-        fetch = _fetch_query(sql, call, calls, {}, _key(call, dependent, sql), "")
+        fetch = fetch_query(sql, call, calls, {}, argument_key(call, dependent, sql), "")
         if mentions_pgml(fetch.encode()):
             raise FeatureNotSupported(
                 f"pgml.{call.name}: its rows come from another pgml call, which is not supported under the "
@@ -767,151 +776,6 @@ def _sets_of(
                 column = next((i, c) for i, c in enumerate(returns) if c.name == child.field)
                 sets[position] = _Set(column[1].type.name, [row[column[0]] for row in rows])
     return sets
-
-
-def _row_dependent(call: CallSite) -> bool:
-    """The call's value may differ from row to row: its arguments read the rows of its query (or, in
-    RETURNING, the rows the statement writes)."""
-    return not call.constant and (_reads_rows(call) or call.clause is Clause.RETURNING)
-
-
-def _reads_rows(call: CallSite) -> bool:
-    """The call's query level, or one it is nested in, has rows to read (a FROM clause): its arguments may
-    come from them, directly or as a correlated subquery's outer references. Without any, a subquery
-    argument is just an expression that the upstream evaluates once."""
-    return _rows_level(call) is not None
-
-
-def _has_rows(level: QueryLevel) -> bool:
-    return level.from_clause is not None or bool(level.sources)
-
-
-def _rows_level(call: CallSite) -> QueryLevel | None:
-    """The nearest query level, from the call's own outwards, that has rows."""
-    level = call.level
-    while level is not None and not _has_rows(level):
-        level = level.parent
-    return level
-
-
-def _key_of(texts: Iterable[str]) -> str:
-    """The SQL naming a row's argument tuple: the same text in the fetch and in the lookup."""
-    return "jsonb_build_array(" + ", ".join(f"({text})" for text in texts) + ")::text"
-
-
-def _key(call: CallSite, dependent: Sequence[int], sql: str) -> str:
-    return _key_of(call.args[i].span.text(sql) for i in dependent)
-
-
-def _splice_edits(
-    sql: str, planned: SplicedCall, texts: Sequence[str]
-) -> tuple[tuple[int, int, str], tuple[int, int, str]]:
-    """The placeholder column in place of the call's select-list entry, and the hidden argument columns
-    (``texts``: the arguments' SQL) appended to the select list."""
-    call = planned.site
-    target, expression, level = call.target_span, call.expr_span, call.level
-    assert target is not None and expression is not None and level is not None
-    assert level.targets_end is not None
-    # The placeholder keeps the casts as written, so the upstream describes the column's final type.
-    placeholder = (
-        sql[target.start : call.span.start]
-        + f"NULL::{planned.returns.name}"
-        + sql[call.span.end : expression.end]
-        + f" AS {literals.identifier(planned.placeholder)}"
-    )
-    hidden = "".join(
-        f", ({texts[i]}) AS {literals.identifier(planned.hidden_name(i))}" for i in planned.dependent
-    )
-    end = level.targets_end
-    return (target.start, target.end, placeholder), (end, end, hidden)
-
-
-def _replacement_edit(call: CallSite, replacement: str) -> tuple[int, int, str]:
-    """Where ``replacement`` goes: the call, or with ``(call).field`` the whole field access."""
-    if call.star:
-        # (pgml.f(...)).*: the replacement is the columns themselves, so it must be a select-list entry.
-        if call.expr_span is None or call.expr_span != call.target_span:
-            raise FeatureNotSupported(
-                f"(pgml.{call.name}(…)).* is supported only as a whole select-list entry"
-            )
-        return call.expr_span.start, call.expr_span.end, replacement
-    if call.field is not None and call.expr_span is not None:
-        # (pgml.chunk(...)).chunk: the field's values replace the whole access; casts stay applied.
-        casts = "".join(f"::{cast}" for cast in call.casts)
-        return call.expr_span.start, call.expr_span.end, f"({replacement}){casts}"
-    # WITH ORDINALITY is part of the replacement, which numbers the rows itself.
-    return call.span.start, call.ordinality_end or call.span.end, replacement
-
-
-def _call_edits(call: CallSite, replacement: str) -> list[tuple[int, int, str]]:
-    """Put ``replacement`` where the call was, keeping the column's name and any field access."""
-    edits = [_replacement_edit(call, replacement)]
-    if (
-        call.target_index is not None
-        and call.alias is None
-        and call.column_name
-        and call.target_span
-        and not call.star
-    ):
-        # The column kept the function's name; a replacement would be named after its own parts.
-        end = call.target_span.end
-        edits.append((end, end, f" AS {literals.identifier(call.column_name)}"))
-    return edits
-
-
-def _with_replacements(sql: str, span: Span, calls: Sequence[CallSite], done: dict[int, str]) -> str:
-    """The text of ``span`` with the pgml calls inside it that are already evaluated replaced."""
-    inside = [i for i in done if span.start <= calls[i].span.start and calls[i].span.end <= span.end]
-    outermost = [
-        i for i in inside if not any(j != i and _encloses(calls[j].span, calls[i].span) for j in inside)
-    ]
-    edits = []
-    for i in outermost:
-        start, end, text = _replacement_edit(calls[i], done[i])
-        edits.append((start - span.start, end - span.start, text))
-    return splice(sql[span.start : span.end], sorted(edits))
-
-
-def _encloses(outer: Span, inner: Span) -> bool:
-    return outer.start <= inner.start and inner.end <= outer.end and outer != inner
-
-
-def _fetch_query(
-    sql: str, call: CallSite, calls: Sequence[CallSite], done: dict[int, str], key: str, types: str
-) -> str:
-    """``SELECT DISTINCT <key>, <types> FROM <the call's rows>``: a superset of the rows is always safe."""
-    level = _rows_level(call)
-    assert level is not None
-    if level is not call.level:
-        # A correlated subquery without rows of its own: its outer references range over the rows of the
-        # enclosing level, less the FROM item the subquery itself is (a LATERAL one).
-        inside = [n for n, source in enumerate(level.sources) if _encloses(source.span, call.span)]
-        if inside or level.from_clause is None or level.kind != "select":
-            items = [
-                _with_replacements(sql, source.span, calls, done)
-                for n, source in enumerate(level.sources)
-                if n not in inside
-            ]
-            where = None  # it may name the excluded item
-        else:
-            items = [_with_replacements(sql, level.from_clause, calls, done)]
-            where = level.where
-    elif call.clause is Clause.FROM or level.from_clause is None or level.kind != "select":
-        items = [
-            _with_replacements(sql, source.span, calls, done)
-            for n, source in enumerate(level.sources)
-            if n != call.source_index and not (call.clause is Clause.FROM and source.has_call)
-        ]
-        where = None if call.clause is Clause.FROM else level.where
-    else:
-        items = [_with_replacements(sql, level.from_clause, calls, done)]
-        where = level.where
-    if not items:
-        raise FeatureNotSupported(f"pgml.{call.name}: cannot tell which rows its arguments come from")
-    prefix = f"{level.with_clause.text(sql)} " if level.with_clause else ""
-    condition = f" WHERE {where.text(sql)}" if where is not None else ""
-    columns = f"{key}, {types}" if types else key
-    return f"{prefix}SELECT DISTINCT {columns} FROM {', '.join(items)}{condition}"
 
 
 def _local_value(literal: Literal | None) -> _Value | None:
