@@ -218,3 +218,15 @@ def test_a_spliced_select_after_a_write_in_one_query_string_sees_the_write(proxy
                 f"select id from {name} where pgml.embed('{MODEL}', body) is not null"
             )
         assert conn.execute(f"select body from {name} where id = 1").fetchone() == ("after",)
+
+
+def test_reset_all_is_noticed_like_set(proxy, table):
+    query = f"select pgml.embed('{MODEL}', body) from {table} where id = 1".encode()
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        shortest = conn.pgconn.exec_(query).get_value(0, 0)
+        conn.execute("set extra_float_digits = -10")
+        rounded = conn.pgconn.exec_(query).get_value(0, 0)
+        conn.execute("reset all")
+        again = conn.pgconn.exec_(query).get_value(0, 0)
+    assert len(rounded) < len(shortest)  # one significant digit a float
+    assert len(again) > len(rounded) and again.count(b",") == shortest.count(b",")

@@ -15,6 +15,9 @@ _STATEMENT_MESSAGES = frozenset((codes.PARSE, codes.BIND, codes.DESCRIBE, codes.
 _EXECUTE = frozenset((codes.EXECUTE,))
 
 _TEXT_MESSAGES = frozenset((codes.QUERY, codes.PARSE))
+# Words of a statement that may change the settings the session caches (statement_timeout,
+# extra_float_digits): naming one, or resetting all.
+_SETTING_WORDS = (b"statement_timeout", b"float_digits", b"reset", b"discard")
 
 Intercepted = tuple[int, bytes]
 """A message the session handles itself: its type byte and body."""
@@ -87,8 +90,8 @@ class ClientSide:
                 # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
                 pgml = PGML_MARK in text
-                if b"set" in text:  # SET, RESET, set_config(): the only ways to change a setting
-                    self.settings_touched |= b"statement_timeout" in text or b"float_digits" in text
+                if b"set" in text or b"discard" in text:  # SET, RESET, set_config(), DISCARD ALL
+                    self.settings_touched |= any(word in text for word in _SETTING_WORDS)
             if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:
                 self._scanner.push_back(chunk[end:])
                 return chunk[: start - 5], (kind, chunk[start:end])
