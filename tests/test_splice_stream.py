@@ -134,12 +134,15 @@ async def test_a_failed_window_ends_the_answer_with_the_error_and_drops_the_rest
     assert all(gate.done() for _, gate in splicer.windows)  # the window after the failure was dropped
 
 
-async def test_a_describe_failure_computes_nothing():
+@pytest.mark.parametrize(
+    ("error", "sqlstate"), [(UndefinedObject("no such model"), b"42704"), (KeyError("a bug"), b"XX000")]
+)
+async def test_a_describe_failure_computes_nothing(error, sqlstate):
     splicer, client, stream, runner = started()
-    splicer.describe_error = UndefinedObject("no such model")
+    splicer.describe_error = error
     stream.feed(ROW_DESC + row(1) + row(2) + row(3) + COMPLETE + ready())
     outcome = await runner
-    assert client.kinds() == "E" and splicer.windows == []
+    assert client.kinds() == "E" and splicer.windows == [] and sqlstate in client.data
     assert outcome.error is not None
 
 

@@ -375,6 +375,10 @@ class SpliceStream:
         except ProxyError as error:
             self._queue.append(error)
             self._doomed = True
+        except Exception as exc:  # a bug of ours fails the statement, never the session
+            log.exception("describing spliced rows failed")
+            self._queue.append(InternalError(f"pgml-proxy failed to describe the rows: {exc}"))
+            self._doomed = True
 
     def _close_window(self) -> None:
         if not self._window:
