@@ -82,3 +82,7 @@ class InternalError(ProxyError):
 
 class SqlSyntaxError(ProxyError):
     sqlstate = "42601"
+
+
+class DuplicatePreparedStatement(ProxyError):
+    sqlstate = "42P05"

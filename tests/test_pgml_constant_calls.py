@@ -203,15 +203,35 @@ def test_explain_and_copy_of_a_pgml_statement(cursor, proxy):
     assert out.stdout == "copied\n"
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        f"prepare p as select pgml.embed('{MODEL}', $1)",
-        f"prepare p as select pgml.embed('{MODEL}', relname) from pg_class",  # would be stale at EXECUTE
-    ],
-)
-def test_sql_prepare_with_parameters_or_rows_in_a_call_is_refused_clearly(proxy, sql):
-    stderr = psql_error(proxy, sql)
+def test_sql_prepare_with_parameters_and_rows_is_held_and_executed(cursor, reference):
+    """Its calls depend on EXECUTE's arguments and on the rows then: the session holds the statement."""
+    cursor.execute("create temp table notes (id int, body text)")
+    cursor.execute("insert into notes values (1, 'first'), (2, 'second')")
+    cursor.execute(f"prepare embed_one(text) as select pgml.embed('{MODEL}', $1) as e")
+    cursor.execute(
+        f"prepare embed_rows(int) as select id, pgml.embed('{MODEL}', body) from notes where id <= $1"
+    )
+    cursor.execute("execute embed_one('hello ' || 'there')")
+    assert np.allclose(cursor.fetchone()[0], reference.encode(["hello there"])[0], atol=1e-5)
+    cursor.execute("update notes set body = 'changed' where id = 1")
+    cursor.execute("execute embed_rows(5)")
+    rows = dict(cursor.fetchall())
+    assert np.allclose(rows[1], reference.encode(["changed"])[0], atol=1e-5)  # the rows as they are now
+    with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+        cursor.execute(f"prepare embed_one(text) as select pgml.embed('{MODEL}', $1)")
+    with pytest.raises(psycopg.errors.SyntaxError, match="wrong number of parameters"):
+        cursor.execute("execute embed_one('a', 'b')")
+    cursor.execute("deallocate embed_one")
+    assert cursor.statusmessage == "DEALLOCATE"
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        cursor.execute("execute embed_one('gone')")
+    cursor.execute("discard all")
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        cursor.execute("execute embed_rows(1)")
+
+
+def test_sql_prepare_with_parameters_beside_other_statements_is_refused_clearly(proxy):
+    stderr = psql_error(proxy, f"select 1; prepare p as select pgml.embed('{MODEL}', $1)")
     assert "ERROR:  0A000" in stderr
     assert "PREPARE" in stderr
 

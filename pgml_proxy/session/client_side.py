@@ -18,6 +18,8 @@ _TEXT_MESSAGES = frozenset((codes.QUERY, codes.PARSE))
 # Words of a statement that may change the settings the session caches (statement_timeout,
 # extra_float_digits): naming one, or resetting all.
 _SETTING_WORDS = (b"statement_timeout", b"float_digits", b"reset", b"discard")
+# Words of a statement that may use or drop a PREPARE the session holds itself.
+_HELD_WORDS = (b"execute", b"deallocate", b"discard")
 
 Intercepted = tuple[int, bytes]
 """A message the session handles itself: its type byte and body."""
@@ -26,7 +28,7 @@ Intercepted = tuple[int, bytes]
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_executes", "_scanner", "_tracking", "requests", "settings_touched", "terminated")
+    __slots__ = ("_executes", "_held", "_scanner", "_tracking", "requests", "settings_touched", "terminated")
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
@@ -35,6 +37,7 @@ class ClientSide:
         self.terminated = False
         self._tracking = False
         self._executes = False
+        self._held = False
         # A statement that may change statement_timeout or extra_float_digits went by: the session's
         # cached values are stale.
         self.settings_touched = False
@@ -43,6 +46,10 @@ class ClientSide:
         """Hand back every Parse, Bind, Describe and Close, not only those that mention pgml."""
         self._tracking = on
         self._watch()
+
+    def track_held_statements(self, on: bool) -> None:
+        """Hand back Queries that may EXECUTE or DEALLOCATE a statement the session holds itself."""
+        self._held = on
 
     def track_executes(self, on: bool) -> None:
         """Hand back every Execute, and every message naming a statement or portal (a Bind may replace a
@@ -89,7 +96,7 @@ class ClientSide:
             if kind in _TEXT_MESSAGES:
                 # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
-                pgml = PGML_MARK in text
+                pgml = PGML_MARK in text or (self._held and any(word in text for word in _HELD_WORDS))
                 if b"set" in text or b"discard" in text:  # SET, RESET, set_config(), DISCARD ALL
                     self.settings_touched |= any(word in text for word in _SETTING_WORDS)
             if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:

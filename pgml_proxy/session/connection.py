@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pgml_proxy.errors import (
     AdminShutdown,
     ConnectionFailure,
+    DuplicatePreparedStatement,
     InternalError,
     ProtocolViolation,
     ProxyError,
@@ -45,6 +46,7 @@ from pgml_proxy.session.splice import (
     StatementDescription,
     portal_fields,
 )
+from pgml_proxy.session.sql_prepared import HeldStatement
 from pgml_proxy.session.upstream_side import MARKER_PREFIX, UpstreamSide
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.sql.text import mentions_pgml
@@ -54,8 +56,8 @@ from pgml_proxy.wire.cancel import CancelKey
 from pgml_proxy.wire.codes import BIND, DESCRIBE, EXECUTE, FLUSH, PARSE, QUERY, READY_FOR_QUERY, TERMINATE
 from pgml_proxy.wire.error_response import error_response
 from pgml_proxy.wire.extended import Bind, Parse
-from pgml_proxy.wire.framing import message
-from pgml_proxy.wire.rows import Field, row_description
+from pgml_proxy.wire.framing import cstring, message
+from pgml_proxy.wire.rows import COMMAND_COMPLETE, Field, row_description
 from pgml_proxy.wire.startup import (
     CancelRequest,
     GSSENCRequest,
@@ -110,6 +112,7 @@ class Session:
         # The settings as last read, with the transaction status then.
         self._settings_read: tuple[_Settings, int] | None = None
         self._owned = False  # the statement runs in a transaction the proxy opened (and will end)
+        self._held: dict[str, HeldStatement] = {}  # SQL-level PREPAREs the session keeps itself
         self._markers = 0
         # What reads the upstream's answer for the client while a spliced statement's answer flows.
         self._filter: SpliceStream | StatementDescription | None = None
@@ -524,6 +527,17 @@ class Session:
             started = loop.time()
             interceptor = self.server.interceptor
             digits = settings.extra_float_digits
+            command = interceptor.session_command(sql) if self._held else None
+            if command is not None:
+                held = self._held.get(command.name or "")
+                if command.kind == "execute" and held is not None:
+                    sql = held.executed(sql, command)
+                elif command.kind == "deallocate" and held is not None:
+                    self._forget_held(command.name)
+                    self._answer_command("DEALLOCATE", status)
+                    return
+                elif command.name is None:  # DEALLOCATE ALL, DISCARD ALL: the upstream's own go as well
+                    self._forget_held(None)
             try:
                 rewritten = await _bounded(interceptor.rewrite(sql, self, digits), timeout)
             except BaseException as failure:
@@ -535,6 +549,9 @@ class Session:
             if rewritten.answer is not None:
                 self.client.write(rewritten.answer + _ready(status))
                 self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
+                return
+            if rewritten.held is not None:
+                await self._hold_statement(rewritten.held, status)
                 return
             if rewritten.splice is None and not self._owned:
                 self._forward(message(QUERY, rewritten.sql.encode() + b"\x00"))
@@ -551,6 +568,31 @@ class Session:
             await _failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
+
+    async def _hold_statement(self, held: HeldStatement, status: int) -> None:
+        """PREPARE of a statement the session keeps itself; its name must be free here and upstream."""
+        taken = await self.side_query(
+            f"SELECT count(*) FROM pg_prepared_statements WHERE name = {quote(held.name)}"
+        )
+        if held.name in self._held or taken.rows[0][0] != "0":
+            raise DuplicatePreparedStatement(f'prepared statement "{held.name}" already exists')
+        self._held[held.name] = held
+        self.client_side.track_held_statements(True)
+        self._answer_command("PREPARE", status)
+
+    def _forget_held(self, name: str | None) -> None:
+        """DEALLOCATE of one held statement, or (None) of all of them."""
+        if name is None:
+            self._held.clear()
+        else:
+            self._held.pop(name, None)
+        if not self._held:
+            self.client_side.track_held_statements(False)
+
+    def _answer_command(self, tag: str, status: int) -> None:
+        """Complete the client's Query with ``tag``, the proxy having done all there was to do."""
+        self.client.write(message(COMMAND_COMPLETE, cstring(tag)) + _ready(status))
+        self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
 
     async def own_snapshot(self) -> None:
         """Before a materialized call reads its arguments: outside a transaction block, open one of the

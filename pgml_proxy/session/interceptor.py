@@ -46,10 +46,11 @@ from pgml_proxy.session.replacements import (
 )
 from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePlan
+from pgml_proxy.session.sql_prepared import HeldStatement
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
 from pgml_proxy.sql.model import Argument as ArgumentSite
-from pgml_proxy.sql.model import CallSite, Clause, Literal, StatementAnalysis, Strategy
+from pgml_proxy.sql.model import CallSite, Clause, Literal, SessionCommand, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
 from pgml_proxy.wire.types import (
@@ -137,6 +138,11 @@ class Interceptor:
         only = statements[0] if len(statements) == 1 else None
         if only is not None and only.strategy is Strategy.ANSWER and only.kind == "SelectStmt":
             return await self._answer(sql, only, channel, extra_float_digits)
+        if only is not None and _held(only):
+            assert only.session is not None and only.session.name is not None and only.inner is not None
+            return Rewritten(
+                sql, held=HeldStatement(only.session.name, only.session.arg_types, only.inner.text(sql))
+            )
         splice_at = self._splice_at(statements)
         for n, statement in enumerate(statements):
             earlier_writes = any(s.kind != "SelectStmt" for s in statements[:n])
@@ -163,6 +169,11 @@ class Interceptor:
         if not spliced:
             return Rewritten(text)
         return Rewritten(text, SplicePlan(tuple(spliced)), results_before=splice_at or 0)
+
+    def session_command(self, sql: str) -> SessionCommand | None:
+        """PREPARE, EXECUTE, DEALLOCATE or DISCARD, when ``sql`` is one such statement."""
+        statements = self._analyze(sql)
+        return statements[0].session if len(statements) == 1 else None
 
     def _splice_at(self, statements: Sequence[StatementAnalysis]) -> int | None:
         """The statement of a query string whose rows get spliced calls: the first that has any.
@@ -196,16 +207,13 @@ class Interceptor:
         for call in calls:
             if call.strategy is Strategy.UNREACHABLE:
                 raise FeatureNotSupported(call.reason or f"pgml.{call.name} cannot be used here")
-            if any(a.params for a in call.args):
+            if any(a.params for a in call.args) or (statement.kind == "PrepareStmt" and not call.constant):
+                # Computed now, its results would be wrong or stale at EXECUTE (a PREPARE of its own is
+                # held by the session instead).
                 raise FeatureNotSupported(
-                    f"pgml.{call.name} with $n parameters in SQL-level PREPARE is not supported yet",
-                    hint="Use your driver's prepared statements (the extended query protocol) instead.",
-                )
-            if statement.kind == "PrepareStmt" and not call.constant:
-                # Computed now, its results would be stale at every later EXECUTE.
-                raise FeatureNotSupported(
-                    f"pgml.{call.name} with row-dependent arguments in SQL-level PREPARE is not supported yet",
-                    hint="Use your driver's prepared statements (the extended query protocol) instead.",
+                    f"pgml.{call.name} with $n parameters or row-dependent arguments is not supported in a "
+                    "PREPARE that shares its query string",
+                    hint="Send the PREPARE as a query of its own.",
                 )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
         computed: dict[int, tuple[Signature, Any]] = {}  # folded calls' results
@@ -657,6 +665,8 @@ class Rewritten:
     answer: bytes | None = None
     #: Statements of the query string before the spliced one: their answers pass first.
     results_before: int = 0
+    #: A PREPARE the session holds itself (its pgml calls depend on EXECUTE's arguments or on rows).
+    held: HeldStatement | None = None
 
 
 _SPLICED_KINDS: Final = frozenset(("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"))
@@ -715,6 +725,15 @@ class Bound:
 
 _READ_BINARY: Final = frozenset(t.oid for t in (FLOAT4_ARRAY, TEXT, JSONB, FLOAT4, FLOAT8, INT8, BOOL))
 """Result types whose binary form the server reads back as a parameter (records and void are not)."""
+
+
+def _held(statement: StatementAnalysis) -> bool:
+    """A PREPARE whose pgml calls can only be computed at EXECUTE."""
+    return (
+        statement.kind == "PrepareStmt"
+        and statement.strategy is not Strategy.UNREACHABLE
+        and any(row_dependent(c) or any(a.params for a in c.args) for c in statement.calls)
+    )
 
 
 def _slot_values(call: CallSite, signature: Signature, result: Any) -> list[tuple[int, bytes | None]]:

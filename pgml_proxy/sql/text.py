@@ -8,7 +8,7 @@ compare meaning (it drops comments and normalises casts and quoting).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import pglast
@@ -87,3 +87,15 @@ def parameter_numbers(sql: str) -> set[int]:
 
     Collector()(tree)
     return numbers
+
+
+def replace_parameters(sql: str, texts: Mapping[int, str]) -> str:
+    """``sql`` with every ``$n`` token that ``texts`` has replaced by that text (strings, comments and
+    dollar quotes keep their ``$`` signs: only the scanner's parameter tokens are replaced)."""
+    edits = []
+    for token in parser.scan(sql):
+        if token.name == "PARAM":
+            number = int(sql[token.start + 1 : token.end + 1])
+            if number in texts:
+                edits.append((token.start, token.end + 1, texts[number]))
+    return splice(sql, edits)
