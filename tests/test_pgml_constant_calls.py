@@ -293,3 +293,26 @@ def test_statements_of_pgml_calls_only_are_answered_without_the_upstream(proxy, 
     # Set-returning calls in a select list run in lockstep; the shorter one is padded with NULL.
     chunks, vectors, versions = zip(*results[3], strict=True)
     assert chunks == (("1", "a"), ("2", "b"), ("3", "c")) and vectors[2] is None and len(set(versions)) == 1
+
+
+def test_queries_sent_back_to_back_with_a_held_prepare_keep_their_order(proxy):
+    """PREPARE, EXECUTE twice and DEALLOCATE in one write: each waits for the one before, none is lost."""
+    from tests.support.raw import RawClient
+
+    client = RawClient(proxy.host, proxy.port)
+    client.startup()
+    statements = [
+        f"prepare pipelined(text) as select pgml.embed('{MODEL}', $1) is not null as ok",
+        "execute pipelined('one')",
+        "execute pipelined('two')",
+        "deallocate pipelined",
+        "select 'after'",
+    ]
+    client.send(
+        b"".join(b"Q" + (len(s.encode()) + 5).to_bytes(4, "big") + s.encode() + b"\x00" for s in statements)
+    )
+    answers = [client.read_until_ready() for _ in statements]
+    tags = [[body[:-1].decode() for kind, body in answer if kind == "C"] for answer in answers]
+    assert tags == [["PREPARE"], ["SELECT 1"], ["SELECT 1"], ["DEALLOCATE"], ["SELECT 1"]]
+    assert [(kind, body) for kind, body in answers[1] if kind == "D"] == [("D", b"\x00\x01\x00\x00\x00\x01t")]
+    client.close()
