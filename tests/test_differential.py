@@ -290,15 +290,11 @@ CORPUS: list[Case] = [
         "embed-of-chunk-field-constant",
         f"SELECT {emb('(' + chunk('character', q('a b c d'), TINY) + ').chunk')} AS e",
         ordered=True,
-        xfail=SRF_IN_ARGUMENT_EXTENDED,
-        xfail_modes=EXTENDED,
     ),
     Case(
         "embed-of-chunk-field-constant-folded",
         f"SELECT v.k, {emb('(' + chunk('character', q('a b c d'), TINY) + ').chunk')} AS e FROM (VALUES (1)) AS v(k)",
         ordered=True,
-        xfail=SRF_IN_ARGUMENT_EXTENDED,
-        xfail_modes=EXTENDED,
     ),
     Case(
         "embed-of-constant-chunks",

@@ -426,7 +426,16 @@ class Interceptor:
                 if param is not None:
                     forced.setdefault(param, parameter.type)
             splice_call = self._splice_call(call, len([p for p in planned if p.splice])) if spliced else None
-            planned.append(_PlannedCall(index, call, resolved, tuple(sources), fetch, dependent, splice_call))
+            over_set = _over_set(call, sources, planned)
+            if over_set is not None and (dependent or resolved.signature.set_returning):
+                raise FeatureNotSupported(
+                    f"pgml.{call.name} over a set-returning pgml call is supported under the extended protocol "
+                    "only with constant arguments and a scalar result",
+                    hint="Send the statement with the simple query protocol.",
+                )
+            planned.append(
+                _PlannedCall(index, call, resolved, tuple(sources), fetch, dependent, splice_call, over_set)
+            )
         slots = ParameterSlots(client_params + 1)
         edits: list[tuple[int, int, str]] = []
         appended: list[tuple[int, int, str]] = []
@@ -437,7 +446,7 @@ class Interceptor:
             if call.parent is not None:
                 if planned[call.parent].splice is not None:  # it goes upstream in a hidden column
                     slotted.append(plan.index)
-                    nested[plan.index] = call_sql(call, plan.resolved.signature, slots)
+                    nested[plan.index] = call_sql(call, plan.signature, slots)
                 continue
             if plan.splice is not None:
                 texts = [with_replacements(parse.query, a.span, calls, nested) for a in call.args]
@@ -447,7 +456,7 @@ class Interceptor:
                 continue
             slotted.append(plan.index)
             if plan.fetch is None:
-                replacement = call_sql(call, plan.resolved.signature, slots)
+                replacement = call_sql(call, plan.signature, slots)
             else:
                 replacement = lookup_sql(
                     call,
@@ -476,6 +485,7 @@ class Interceptor:
                 p.fetch,
                 p.dependent,
                 p.splice,
+                p.over_set,
             )
             for p in planned
         )
@@ -517,6 +527,13 @@ class Interceptor:
                 )
                 spliced.append(dataclasses.replace(plan.splice, fixed=fixed))
                 continue
+            if plan.over_set is not None:  # one evaluation per value of the set-returning argument
+                position = plan.over_set
+                child = next(p for p in prepared.calls if p.index == plan.sources[position].call)
+                items = _column_values(child.signature, plan.sources[position].field, values[position])
+                rows = [[item if i == position else v for i, v in enumerate(values)] for item in items]
+                results[plan.index] = await self.registry.call(engine, plan.resolved, rows) if rows else []
+                continue
             if plan.fetch is None:
                 [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
                 continue
@@ -540,7 +557,7 @@ class Interceptor:
             if plan.fetch is not None:
                 extra.append((TEXT_FORMAT, results[index].encode()))
             else:
-                extra += _slot_values(plan.site, plan.resolved.signature, results[index])
+                extra += _slot_values(plan.site, plan.signature, results[index])
         if not spliced:
             return Bound(bind.with_extra_values(extra))
         plan = SplicePlan(tuple(spliced))
@@ -605,6 +622,9 @@ class Interceptor:
         ]
         if children and calls[children[0]].span == argument.span:
             return _Source(call=children[0])
+        child = calls[children[0]] if children else None
+        if child is not None and child.set_returning and child.field and child.expr_span == argument.span:
+            return _Source(call=children[0], field=child.field)
         local = _local_value(argument.literal)
         if local is not None:
             return _Source(literal=local)
@@ -628,8 +648,11 @@ class Interceptor:
         if src.literal is not None:
             return src.literal.type
         if src.call is not None:
-            returns = next(p for p in planned if p.index == src.call).resolved.signature.returns
-            return returns.name if isinstance(returns, PgType) else UNKNOWN
+            returns = next(p for p in planned if p.index == src.call).signature.returns
+            if isinstance(returns, PgType):
+                return returns.name
+            column = next((c for c in returns if c.name == src.field), None)
+            return column.type.name if column is not None else UNKNOWN
         return src.param_type if src.param_type != "unknown" else UNKNOWN
 
     def _resolve(self, call: CallSite, types: Sequence[str]) -> ResolvedCall:
@@ -681,6 +704,7 @@ class _Source:
     param: int | None = None  # 0-based
     param_type: str = UNKNOWN  # also the type an expression is known to have, if any
     call: int | None = None
+    field: str | None = None  # of a nested set-returning call's rows: the column this argument takes
     expression: str | None = None  # evaluated by the upstream at each Bind, with the client's parameters
 
 
@@ -693,6 +717,13 @@ class _PlannedCall:
     fetch: str | None = None  # row-dependent: the query for the distinct argument tuples
     dependent: tuple[int, ...] = ()  # row-dependent: the argument positions that vary per row
     splice: SplicedCall | None = None  # spliced: computed from the portal's rows
+    over_set: int | None = None  # the argument that is a set-returning call's values: one result each
+
+    @property
+    def signature(self) -> Signature:
+        """The overload's, a set when the call runs over a set-returning argument."""
+        signature = self.resolved.signature
+        return signature if self.over_set is None else dataclasses.replace(signature, set_returning=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,6 +756,27 @@ class Bound:
 
 _READ_BINARY: Final = frozenset(t.oid for t in (FLOAT4_ARRAY, TEXT, JSONB, FLOAT4, FLOAT8, INT8, BOOL))
 """Result types whose binary form the server reads back as a parameter (records and void are not)."""
+
+
+def _over_set(call: CallSite, sources: Sequence[_Source], planned: Sequence[_PlannedCall]) -> int | None:
+    """The argument of ``call`` that is a nested set-returning call's values, if any (one at most)."""
+    sets = [
+        position
+        for position, src in enumerate(sources)
+        if src.call is not None and next(p for p in planned if p.index == src.call).signature.set_returning
+    ]
+    if len(sets) > 1:
+        raise FeatureNotSupported(f"pgml.{call.name} over more than one set is not supported yet")
+    return sets[0] if sets else None
+
+
+def _column_values(signature: Signature, field: str | None, rows: Sequence[Any]) -> list[Any]:
+    """A set-returning call's values as an argument: the rows themselves, or the one column selected."""
+    returns = signature.returns
+    if isinstance(returns, PgType) or field is None:
+        return list(rows)
+    position = next(i for i, c in enumerate(returns) if c.name == field)
+    return [None if row is None else row[position] for row in rows]
 
 
 def _held(statement: StatementAnalysis) -> bool:
