@@ -175,6 +175,8 @@ def lookup_value(signature: Signature, result: Any) -> Any:
     ]
 
 
+_MARKER_ROOM = 1_000_000
+"""Characters of the marker and the arguments a failed lookup's error shows at most."""
 ARGUMENTS_CHANGED = "pgml-proxy: arguments changed since they were read, in "
 """What a failed lookup's error says: :mod:`upstream_side` turns that error into a retryable 40001."""
 
@@ -183,8 +185,12 @@ def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> 
     """The expression that finds this row's result in ``mapping`` (SQL for the jsonb object of results
     keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly
     (SQLSTATE 40001, naming them) instead of reading NULL."""
-    missing = f"to_jsonb((E'{ARGUMENTS_CHANGED}pgml.{call.name}: ' || {key})::int)"
-    found = f"coalesce(({mapping}) -> ({key}), {missing})"
+    # No COALESCE or CASE, where a set-returning argument (a nested pgml.chunk) is not allowed: a missing
+    # result makes the index of a one-element array the failing cast of the marker text.
+    result = f"({mapping}) -> ({key})"
+    missing = f"(({result}) IS NULL)::int * {_MARKER_ROOM}"
+    check = f"(substr(E'{ARGUMENTS_CHANGED}pgml.{call.name}: ' || ({key}), 1, {missing}) || '0')::int"
+    found = f"(jsonb_build_array({result}) -> {check})"
     returns = signature.returns
     lateral = "" if call.lateral else "LATERAL "
     alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
