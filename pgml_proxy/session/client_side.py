@@ -77,8 +77,9 @@ class ClientSide:
         """Take bytes from the client; return those to forward upstream, and a message to intercept.
 
         A Query or Parse whose text mentions ``pgml`` (and, while statements are tracked, any message
-        naming a statement; while executes are, every Execute) is handed back on its own; whatever followed it stays unscanned until the
-        next call, so the messages after it keep their order. Raises ProtocolViolation.
+        naming a statement; while executes are, every Execute) is handed back on its own; whatever
+        followed it stays unscanned until the next call, so the messages after it keep their order.
+        Raises ProtocolViolation.
         """
         chunk, frames = self._scanner.feed(data)
         for kind, start, end in frames:
