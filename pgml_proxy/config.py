@@ -57,8 +57,11 @@ class Settings:
     models_allow_downloads: bool = False
     models_allow_paths: bool = False
     models_memory_budget_mb: int = 8192
+    models_trust_remote_code: str = ""
+    models_allowed: str = ""
     batch_max_size: int = 64
     batch_max_wait_ms: float = 2.0
+    generation_max_concurrent: int = 4
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -131,6 +134,20 @@ OPTIONS: Final = (
         metavar="MB",
     ),
     Option(
+        "models_trust_remote_code",
+        str,
+        "models allowed to run their repository's own code (trust_remote_code), comma-separated; * for all",
+        group="models",
+        metavar="NAMES",
+    ),
+    Option(
+        "models_allowed",
+        str,
+        "the only models SQL may use, comma-separated (PostgresML's pgml.huggingface_whitelist); empty: all",
+        group="models",
+        metavar="NAMES",
+    ),
+    Option(
         "batch_max_size",
         int,
         "texts one model call takes at most, from all sessions together (default 64)",
@@ -143,6 +160,13 @@ OPTIONS: Final = (
         "how long the first request of a batch waits for others to join it (default 2)",
         group="batch",
         metavar="MS",
+    ),
+    Option(
+        "generation_max_concurrent",
+        int,
+        "text generations one model runs at once, streams included; more wait their turn (default 4)",
+        group="generation",
+        metavar="N",
     ),
 )
 
@@ -189,6 +213,8 @@ def _convert(option: Option, value: Any) -> Any:
         if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             raise ValueError(f"invalid value {value!r} for {option.name}: expected true or false")
         return value.lower() in ("1", "true", "yes", "on")
+    if option.type is str and isinstance(value, list):  # a TOML list of names
+        return ",".join(str(item) for item in value)
     try:
         return option.type(value)
     except (TypeError, ValueError) as exc:

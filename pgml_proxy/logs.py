@@ -13,7 +13,8 @@ def configure(level: str) -> None:
         raise ValueError(f"invalid log level {level!r}: expected one of {', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("pgml_proxy")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name in ("pgml_proxy", "pgml_engines"):  # the engine's log lines (model loads, streams) too
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(level.upper())
+        root.propagate = False

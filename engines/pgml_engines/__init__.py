@@ -6,7 +6,7 @@ hosts apart from the proxy. Importing it is cheap: torch and the model libraries
 
 from .config import EngineConfig
 from .engine import Engine, EngineStats
-from .errors import EngineError, EngineFailure, InvalidArgument, ModelNotFound
+from .errors import EngineError, EngineFailure, InvalidArgument, ModelNotFound, NotAllowed
 
 __version__ = "0.1.0"
 
@@ -18,4 +18,5 @@ __all__ = [
     "EngineStats",
     "InvalidArgument",
     "ModelNotFound",
+    "NotAllowed",
 ]

@@ -1,8 +1,10 @@
 """The process-wide model cache: one copy of each loaded model, shared by every session.
 
 PostgresML loads a model per database connection and keys its cache by name only, so the first caller's load
-options win (contract §7.2 #12). Here the key is the name plus the load options, loading happens once however
-many callers arrive together, and the least recently used models are dropped to stay within a memory budget.
+options win (contract §7.2 #12). Here the key is the name plus the load options plus what the model is loaded as
+(:class:`ModelKey`), loading happens once however many callers arrive together, and the least recently used
+models are dropped to stay within one memory budget shared by embedding models, cross-encoders and transform
+models alike.
 
 The cache holds the only long-lived reference to a model: batch workers look the model up for every batch, so
 an evicted model's memory is freed as soon as the batch using it (if any) ends.
@@ -23,6 +25,21 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """Cache key of one loaded model: the name as requested, its load options, and what it is loaded as.
+
+    ``kind`` separates the same name loaded differently: ``embed`` (a SentenceTransformer), ``cross-encoder``
+    (a CrossEncoder for rank), ``transform:<family>`` (tokenizer + a transformers model class for transform).
+    ``options`` is a frozen, hashable dataclass of the kind's load options; each has ``device`` (canonical, or
+    None when a device map places the model) and ``revision``.
+    """
+
+    name: str
+    options: Any
+    kind: str = "embed"
 
 
 @dataclass
@@ -118,6 +135,19 @@ class ModelCache(Generic[K, V]):
         log.info("loaded model %r (%.1f MB) in %.2fs", key, nbytes / 1e6, time.perf_counter() - started)
         self._notify(evicted)
         return value
+
+    def lookup(self, key: K) -> V | None:
+        """The cached model, counted as a use (a hit, and most recently used), or None without loading it.
+
+        For the event loop: it never waits for a load in progress (that one is not "held" yet).
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return entry.value
 
     def peek(self, key: K) -> V | None:
         """The cached model without loading it or changing its recency."""

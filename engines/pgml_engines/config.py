@@ -30,7 +30,11 @@ class EngineConfig:
         first; a single model bigger than the budget is still loaded, alone); ``None``: no limit.
     max_batch_size: texts that one model call takes at most (a single larger request still runs whole).
     max_batch_wait_s: how long the first request of a batch waits for others to join it.
-    half_precision: on CUDA, run embedding models in fp16/bf16 unless the caller chose a dtype.
+    half_precision: on CUDA, run models in fp16/bf16 unless the caller chose a dtype.
+    allowed_models: the model names sessions may use for embed, rank and transform (PostgresML's
+        ``pgml.huggingface_whitelist``); ``None`` allows every model.
+    max_concurrent_generations: streamed generations that may run at once on one model copy (each has its own
+        thread; further streams wait for a slot, cancellably).
     """
 
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -45,6 +49,8 @@ class EngineConfig:
     max_batch_size: int = 64
     max_batch_wait_s: float = 0.002
     half_precision: bool = True
+    allowed_models: frozenset[str] | None = None
+    max_concurrent_generations: int = 4
 
     def __post_init__(self) -> None:
         # Normalise what callers naturally pass (dict, list of str) into immutable forms, so the frozen promise
@@ -54,18 +60,26 @@ class EngineConfig:
         if self.hf_cache_dir is not None:
             object.__setattr__(self, "hf_cache_dir", _path(self.hf_cache_dir))
         object.__setattr__(self, "trust_remote_code_models", frozenset(self.trust_remote_code_models))
+        if self.allowed_models is not None:
+            object.__setattr__(self, "allowed_models", frozenset(self.allowed_models))
         if self.memory_budget_bytes is not None and self.memory_budget_bytes < 0:
             raise ValueError("memory_budget_bytes must be >= 0 or None")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if self.max_batch_wait_s < 0:
             raise ValueError("max_batch_wait_s must be >= 0")
+        if self.max_concurrent_generations < 1:
+            raise ValueError("max_concurrent_generations must be >= 1")
 
     def trusts_remote_code(self, names: Iterable[str]) -> bool:
         """Whether any of ``names`` (a requested name and the alias targets it goes through) is trusted."""
         return TRUST_ALL in self.trust_remote_code_models or any(
             n in self.trust_remote_code_models for n in names
         )
+
+    def allows_model(self, names: Iterable[str]) -> bool:
+        """Whether the allowed-models list admits a model: the requested name or an alias target on its way."""
+        return self.allowed_models is None or any(n in self.allowed_models for n in names)
 
 
 def _path(value: str | os.PathLike[str]) -> Path:

@@ -18,6 +18,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from . import devices
+from .cache import ModelKey as ModelKey  # embed's keys: ModelKey(name, LoadOptions, "embed")
 from .config import EngineConfig
 from .errors import InvalidArgument
 from .resolve import ResolvedModel
@@ -66,14 +67,6 @@ class LoadOptions:
     truncate_dim: int | None = None
     # A secret (or True: the locally stored login): part of the key, never of a log line.
     token: str | bool | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    """Cache key of one loaded model: the name as requested plus its load options."""
-
-    name: str
-    options: LoadOptions
 
 
 @dataclass(frozen=True)

@@ -2,45 +2,72 @@
 
 The proxy creates one Engine per process and calls it from every session concurrently. The Engine owns:
 - one ModelResolver (where models come from, under the configuration's security rules),
-- one ModelCache (one copy of each model, keyed by name and load options, LRU within a memory budget),
+- one ModelCache (one copy of each model, keyed by name, load options and kind — embedding model, cross-encoder,
+  transform model of a family — LRU within one memory budget),
 - one worker thread per model copy (that is, per model and device), so the event loop never runs a model and
   batches of one model never compete for its weights,
-- one Batcher per model copy and set of encode options, so concurrent requests share model calls.
+- one Batcher per model copy and set of call options, so concurrent requests share model calls,
+- for streamed generation, one thread per stream (never the batch worker, so a long stream does not hold up
+  other sessions' batches), at most ``max_concurrent_generations`` of them per model copy.
 
-Every exception leaving it is a :mod:`pgml_engines.errors` class (asyncio.CancelledError aside).
+Every exception leaving it is a :mod:`pgml_engines.errors` class (asyncio.CancelledError aside). Arguments are
+checked on the event loop before anything is queued, so a bad request fails alone.
+
+Client notices (:mod:`pgml_engines.notices`) are sent from the event loop only, in the caller's task, where the
+proxy's per-session sink is visible.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import chunk as chunking
 from . import embed as embedding
+from . import rank as ranking
+from . import stream as streaming
+from . import tasks
+from . import transform as transforming
 from .batching import Batcher, BatchStats
-from .cache import ModelCache
+from .cache import ModelCache, ModelKey
 from .config import EngineConfig
-from .errors import EngineError, EngineFailure, InvalidArgument, translate
+from .errors import EngineError, EngineFailure, InvalidArgument, NotAllowed, translate
+from .notices import notify
 from .resolve import ModelResolver
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-#: Idle batchers are swept once this many exist (each distinct set of encode options makes one).
+log = logging.getLogger(__name__)
+
+#: Idle batchers are swept once this many exist (each distinct set of call options makes one).
 _SWEEP_AT = 64
+#: How long close() waits for stopped streams' threads to end.
+_CLOSE_WAIT_S = 5.0
+#: A load that takes longer than this tells the client it is happening (a NOTICE), and when it is done.
+LOAD_NOTICE_AFTER_S = 1.0
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class EngineStats:
     """A snapshot of the engine's counters (for tests, metrics and the proxy's introspection).
 
-    batches: model calls made for embed; requests: embed calls they served; items: texts embedded;
-    dropped: requests cancelled before their batch ran; loads/hits/evictions: model cache activity;
+    batches: model calls made by batchers (embed, rank, transform); requests: calls they served; items: inputs
+    in them; dropped: requests cancelled before their batch ran; loads/hits/evictions: model cache activity;
     model_bytes: estimated size of the models held; models: how many are held.
+    generations: generate() calls (batched transforms and streams); streams_started / streams_active /
+    streams_stopped: transform_stream generations begun, running now, and ended early by a close or cancel;
+    stream_pieces: rows streams produced; stream_tokens: tokens (generation steps) streams produced.
     """
 
     batches: int
@@ -52,32 +79,69 @@ class EngineStats:
     evictions: int
     model_bytes: int
     models: int
+    generations: int = 0
+    streams_started: int = 0
+    streams_active: int = 0
+    streams_stopped: int = 0
+    stream_pieces: int = 0
+    stream_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class _TransformRequest:
+    """A transform call after the checks: what to load, how to call it, and on what.
+
+    While the task is still to be inferred from the model, ``args`` is None (a stream's are checked as
+    text-generation meanwhile, and ``warned`` says their WARNINGs went out) and ``raw_args`` wait for the task.
+    """
+
+    spec: tasks.TaskSpec
+    args: tasks.CallArgs | None
+    kind: tasks.InputKind
+    items: list[Any]
+    raw_args: Mapping[str, Any] | None = None
+    warned: bool = False
+
+    @property
+    def key(self) -> ModelKey:
+        return ModelKey(self.spec.model, self.spec.load, f"transform:{self.spec.family}")
 
 
 class Engine:
     """Runs pgml's inference functions for all sessions of a process."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
-        # Checking a request's device needs torch; importing it here, at startup, keeps that multi-second
-        # import off the event loop of the first session that embeds.
+        # Checking a request's device needs torch, and its generation arguments transformers' GenerationConfig;
+        # importing them here, at startup, keeps those multi-second imports off the event loop of the first
+        # session that uses them.
         import torch  # noqa: F401
+        from transformers import GenerationConfig  # noqa: F401
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars have no reader in a server
 
         self._config = config or EngineConfig()
         self._resolver = ModelResolver(self._config)
-        self._cache: ModelCache[embedding.ModelKey, SentenceTransformer] = ModelCache(
+        self._cache: ModelCache[ModelKey, Any] = ModelCache(
             self._config.memory_budget_bytes, on_evict=_release_device_memory
         )
         self._lock = threading.Lock()
-        self._executors: dict[embedding.ModelKey, ThreadPoolExecutor] = {}
-        self._batchers: dict[
-            tuple[embedding.ModelKey, embedding.EncodeOptions], Batcher[str, list[float]]
-        ] = {}
+        self._executors: dict[ModelKey, ThreadPoolExecutor] = {}
+        self._batchers: dict[tuple[ModelKey, Hashable], Batcher[Any, Any]] = {}
         self._batch_stats = BatchStats()
+        self._generation_stats = streaming.GenerationStats()
+        self._slots: dict[ModelKey, streaming.GenerationSlots] = {}
+        self._streams: dict[streaming.PieceChannel, threading.Thread] = {}
+        self._stream_ids = itertools.count(1)
+        self._inferred_tasks: dict[tuple[str, tasks.TransformLoadOptions], str] = {}
+        self._loading: set[ModelKey] = set()
         self._closed = False
 
     @property
     def config(self) -> EngineConfig:
         return self._config
+
+    # --- pgml.embed ----------------------------------------------------------------------------------------
 
     async def embed(
         self, model: str, texts: Sequence[str], kwargs: Mapping[str, Any] | None = None
@@ -92,9 +156,12 @@ class Engine:
         encode = embedding.encode_options(encode_raw)
         if not texts:
             return []
-        batcher = self._batcher(key, encode)
-        size = self._config.max_batch_size
         try:
+            await self._ensure_model(key)
+            batcher = self._batcher(
+                key, encode, lambda batch: self._embed_batch(key, encode, batch), f"embed:{key.name}"
+            )
+            size = self._config.max_batch_size
             if len(texts) <= size:
                 return await batcher.submit(texts)
             # A large request goes in batch-sized parts: model calls keep their tuned size, other
@@ -117,15 +184,105 @@ class Engine:
             raise translate(exc) from exc
 
     async def load(self, model: str, kwargs: Mapping[str, Any] | None = None) -> None:
-        """Load a model (with these load options) ahead of its first use; encode options are ignored."""
+        """Load an embedding model (with these load options) ahead of its first use; encode options are
+        ignored."""
         key, _ = self._prepare(model, kwargs)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor(key), self._model, key)
+            await self._ensure_model(key)
         except EngineError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
+
+    # --- pgml.rank -----------------------------------------------------------------------------------------
+
+    async def rank(
+        self, model: str, query: str, documents: Sequence[str], kwargs: Mapping[str, Any] | None
+    ) -> list[tuple[int, float, str | None]]:
+        """``pgml.rank``: (corpus_id, score, text) rows with CrossEncoder.rank semantics — sorted by score,
+        descending, at most ``top_k``; ``text`` is None unless ``return_documents``.
+
+        The (query, document) pairs of concurrent requests for one model and predict options share model calls.
+        """
+        self._check_open()
+        names = self._check_model_name(model)
+        load, options = ranking.split_kwargs(kwargs)
+        self._check_policy(model, names, load.trust_remote_code)
+        docs = ranking.check_documents(query, documents)
+        if not docs:
+            return []
+        key = ModelKey(model, load, "cross-encoder")
+        try:
+            await self._ensure_model(key)
+            batcher = self._batcher(
+                key,
+                options.predict,
+                lambda pairs: self._rank_batch(key, options.predict, pairs),
+                f"rank:{key.name}",
+            )
+            scores = await self._submit(batcher, [(query, doc) for doc in docs])
+            return ranking.order(scores, docs, options)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    # --- pgml.transform ------------------------------------------------------------------------------------
+
+    async def transform(
+        self,
+        task: str | Mapping[str, Any],
+        args: Mapping[str, Any] | None,
+        inputs: Sequence[str] | Sequence[Mapping[str, Any]],
+    ) -> Any:
+        """``pgml.transform``: the task's output for a list of inputs, as JSON values, shaped per contract §5
+        (lists, dicts, str, float, int, None only).
+
+        Concurrent requests for one model copy, task and set of arguments share a model call (generation too:
+        prompts are padded into one generate()).
+        """
+        request = self._transform_request(task, args, inputs, stream=False)
+        try:
+            if request.spec.task is None:
+                request = await self._infer_task(request, stream=False)
+            call = request.args
+            assert call is not None
+            if not request.items:
+                return []
+            name = request.spec.name or call.task
+            key = request.key
+            await self._ensure_model(key)
+            batcher = self._batcher(
+                key,
+                (name, call, request.kind),  # a batch is all prompts or all chats: they tokenize differently
+                lambda items: self._transform_batch(key, name, call, items),
+                f"transform:{call.task}:{key.name}",
+            )
+            results = await self._submit(batcher, request.items)
+            return transforming.shape(call.task, request.kind, results)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def transform_stream(
+        self,
+        task: str | Mapping[str, Any],
+        args: Mapping[str, Any] | None,
+        inputs: str | Sequence[Mapping[str, Any]],
+    ) -> AsyncGenerator[list[str], None]:
+        """``pgml.transform_stream``: an async iterator of rows, each a list with the next piece of new text of
+        every sequence being generated (contract §5.3).
+
+        The task, arguments and inputs are checked now, so a bad call raises here, before any iteration; what
+        needs the model (its chat template, its context) fails at the first ``__anext__``. Closing the iterator
+        (``aclose()``, or cancelling the task iterating it) stops the generation at its next token and frees its
+        thread.
+        """
+        request = self._transform_request(task, args, inputs, stream=True)
+        return self._stream(request)
+
+    # --- other functions and introspection -----------------------------------------------------------------
 
     async def chunk(self, splitter: str, text: str, kwargs: Mapping[str, Any] | None = None) -> list[str]:
         """``pgml.chunk``: the splitter's chunks in document order (on a thread: spaCy and NLTK are slow)."""
@@ -135,24 +292,33 @@ class Engine:
     def stats(self) -> EngineStats:
         cache = self._cache.stats
         batch = self._batch_stats
-        return EngineStats(
-            batches=batch.batches,
-            requests=batch.requests,
-            items=batch.items,
-            dropped=batch.dropped,
-            loads=cache.loads,
-            hits=cache.hits,
-            evictions=cache.evictions,
-            model_bytes=cache.bytes,
-            models=len(self._cache.keys()),
-        )
+        generation = self._generation_stats
+        with generation.lock:
+            return EngineStats(
+                batches=batch.batches,
+                requests=batch.requests,
+                items=batch.items,
+                dropped=batch.dropped,
+                loads=cache.loads,
+                hits=cache.hits,
+                evictions=cache.evictions,
+                model_bytes=cache.bytes,
+                models=len(self._cache.keys()),
+                generations=generation.generations,
+                streams_started=generation.streams_started,
+                streams_active=generation.streams_active,
+                streams_stopped=generation.streams_stopped,
+                stream_pieces=generation.stream_pieces,
+                stream_tokens=generation.stream_tokens,
+            )
 
-    def loaded_models(self) -> list[embedding.ModelKey]:
+    def loaded_models(self) -> list[ModelKey]:
         """Keys of the models held now, least recently used first."""
         return self._cache.keys()
 
     def close(self) -> None:
-        """Stop accepting work, let running batches finish on their threads, and drop every model."""
+        """Stop accepting work, stop running streams, let running batches finish on their threads, and drop
+        every model."""
         with self._lock:
             if self._closed:
                 return
@@ -160,56 +326,272 @@ class Engine:
             executors = list(self._executors.values())
             self._executors.clear()
             self._batchers.clear()
+            streams = list(self._streams.items())
+        for channel, _ in streams:
+            channel.stop()
+        # Streams end at their next token; waiting for that (briefly) keeps their threads from being cut off
+        # inside torch by an interpreter that is shutting down.
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        for _, thread in streams:
+            thread.join(max(0.0, deadline - time.monotonic()))
         for executor in executors:
             # Not cancel_futures: queued batches then fail with EngineFailure below instead of leaving their
             # callers with a bare cancellation.
             executor.shutdown(wait=False)
         self._cache.clear()
 
-    # --- internals -----------------------------------------------------------------------------------------
+    # --- checks --------------------------------------------------------------------------------------------
 
-    def _prepare(
-        self, model: str, kwargs: Mapping[str, Any] | None
-    ) -> tuple[embedding.ModelKey, dict[str, Any]]:
-        """Check the model name and load options and apply the remote-code policy, all before any work;
-        returns the model's cache key and the (unchecked) encode options."""
+    def _prepare(self, model: str, kwargs: Mapping[str, Any] | None) -> tuple[ModelKey, dict[str, Any]]:
+        """Check an embed call's model name and load options and apply the configuration's policies, all
+        before any work; returns the model's cache key and the (unchecked) encode options."""
         self._check_open()
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidArgument("model name must be a non-empty string")
-        names = self._resolver.alias_chain(model)
+        names = self._check_model_name(model)
         load_raw, encode_raw = embedding.split_kwargs(names, kwargs or {})
         load = embedding.load_options(load_raw)
-        if load.trust_remote_code and not self._config.trusts_remote_code(names):
-            raise InvalidArgument(
+        self._check_policy(model, names, load.trust_remote_code)
+        return ModelKey(model, load, "embed"), encode_raw
+
+    def _check_model_name(self, model: Any) -> tuple[str, ...]:
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidArgument("model name must be a non-empty string")
+        return self._resolver.alias_chain(model)
+
+    def _check_policy(self, model: str, names: Sequence[str], trust_remote_code: bool) -> None:
+        """The configuration's allowed-models list and remote-code trust (contract §2.8), by requested name
+        or any alias target on its way."""
+        if not self._config.allows_model(names):
+            raise NotAllowed(
+                f"model {model} is not whitelisted. Consider adding it to the allowed models "
+                "(`pgml.huggingface_whitelist`) in the proxy configuration"
+            )
+        if trust_remote_code and not self._config.trusts_remote_code(names):
+            raise NotAllowed(
                 f"model {model} is not trusted to run remote code. Consider adding it to the trusted remote code "
                 "models in the proxy configuration"
             )
-        return embedding.ModelKey(model, load), encode_raw
 
-    def _batcher(self, key: embedding.ModelKey, encode: embedding.EncodeOptions) -> Batcher[str, list[float]]:
+    def _transform_request(
+        self, task: str | Mapping[str, Any], args: Mapping[str, Any] | None, inputs: Any, *, stream: bool
+    ) -> _TransformRequest:
+        """Every check a transform call can have without its model; WARNINGs about its arguments go out here."""
+        self._check_open()
+        spec = tasks.parse_task(task)
+        names = self._check_model_name(spec.model)
+        self._check_policy(spec.model, names, spec.load.trust_remote_code)
+        if stream:
+            if spec.task is not None and spec.task not in tasks.GENERATION_TASKS:
+                raise InvalidArgument(_cannot_stream(spec.task))
+            kind, items = _stream_inputs(spec.task, inputs)
+        else:
+            kind, items = tasks.check_inputs(spec.task, inputs)
+        if spec.task is None and not stream:
+            if args is not None and not isinstance(args, Mapping):
+                raise InvalidArgument(f"transform args must be a JSON object, got {type(args).__name__}")
+            return _TransformRequest(spec, None, kind, items, raw_args=args)
+        # A stream's task still to be inferred is checked as text-generation for now (it must be a generation
+        # task anyway), and again once it is known.
+        call, warnings = tasks.prepare_args(spec.task or "text-generation", args)
+        for warning in warnings:
+            notify("WARNING", warning)
+        return _TransformRequest(spec, call, kind, items, raw_args=args, warned=True)
+
+    async def _infer_task(self, request: _TransformRequest, *, stream: bool) -> _TransformRequest:
+        """The task of a ``{"model": …}`` task, from the model config's architectures (read on a thread)."""
+        spec = request.spec
+        known = self._inferred_tasks.get((spec.model, spec.load))
+        if known is None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(None, self._architectures, spec)
+            known = tasks.task_of_architectures(found)
+            if known is None:
+                raise InvalidArgument(
+                    f"cannot tell the task of model {spec.model} from its config (architectures: "
+                    f"{', '.join(found) or 'none'}); give a task"
+                )
+            self._inferred_tasks[(spec.model, spec.load)] = known
+        spec = spec.with_task(known)
+        if stream:
+            if known not in tasks.GENERATION_TASKS:
+                raise InvalidArgument(_cannot_stream(known))
+            if request.kind == "chat" and known != "text-generation":
+                raise InvalidArgument(tasks.JSONB_INPUTS_ERROR)
+            kind, items = request.kind, request.items
+        else:
+            given = request.items[0] if request.kind == "chat" else request.items
+            kind, items = tasks.check_inputs(known, given)
+        call, warnings = tasks.prepare_args(known, request.raw_args)
+        if not request.warned:
+            for warning in warnings:
+                notify("WARNING", warning)
+        return _TransformRequest(spec, call, kind, items)
+
+    def _architectures(self, spec: tasks.TaskSpec) -> list[str]:
+        resolved = self._resolver.resolve(spec.model, revision=spec.load.revision)
+        return transforming.architectures(resolved, spec.load, self._config)
+
+    # --- streaming -----------------------------------------------------------------------------------------
+
+    async def _stream(self, request: _TransformRequest) -> AsyncGenerator[list[str], None]:
+        try:
+            if request.spec.task is None:
+                request = await self._infer_task(request, stream=True)
+            key = request.key
+            model = await self._ensure_model(key)
+            slots = self._slots_of(key)
+            await slots.acquire()
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+        stop = threading.Event()
+        channel = streaming.PieceChannel(asyncio.get_running_loop(), stop)
+        stream_id = next(self._stream_ids)
+        thread = threading.Thread(
+            target=self._stream_worker,
+            args=(stream_id, request, model, channel, streaming.StopOnEvent(stop), slots),
+            name=f"pgml-stream-{stream_id}",
+            daemon=True,
+        )
+        with self._lock:
+            self._streams[channel] = thread
+        self._generation_stats.add(streams_started=1, streams_active=1)
+        try:
+            thread.start()
+        except BaseException:
+            slots.release()
+            self._generation_stats.add(streams_active=-1)
+            with self._lock:
+                self._streams.pop(channel, None)
+            raise
+        try:
+            while True:
+                what, value = await channel.get()
+                if what == "row":
+                    yield value
+                elif what == "end":
+                    return
+                else:
+                    raise value
+        finally:
+            channel.stop()  # the client is gone or done: generation ends at its next token
+
+    def _stream_worker(
+        self,
+        stream_id: int,
+        request: _TransformRequest,
+        model: transforming.TransformModel,
+        channel: streaming.PieceChannel,
+        stop: streaming.StopOnEvent,
+        slots: streaming.GenerationSlots,
+    ) -> None:
+        """One stream's generation, on its own thread; it owns a slot until generate() returns.
+
+        Everything that reports the end (slot, counters, log line) happens before the consumer is told, so a
+        client that has read the last row finds the stream over everywhere.
+        """
+        started = time.perf_counter()
+        streamer: streaming.PieceStreamer | None = None
+        outcome = "finished"
+        failure: EngineError | None = None
+        try:
+            call = request.args
+            assert call is not None
+            plan = transforming.plan_generation(
+                model, call.task, request.spec.name or call.task, call, request.items
+            )
+            beams = plan.generate_kwargs.get("num_beams") or model.model.generation_config.num_beams or 1
+            if beams > 1:
+                raise InvalidArgument("transform_stream cannot stream beam search; use num_beams 1")
+            decode = plan.decode_kwargs()
+
+            def decode_ids(ids: list[int]) -> str:
+                with model.lock:
+                    return model.tokenizer.decode(ids, **decode)
+
+            streamer = streaming.PieceStreamer(decode_ids, plan.sequences, channel, self._generation_stats)
+            log.info(
+                "stream %d started: model %s, task %s, %d sequence(s)",
+                stream_id,
+                request.spec.model,
+                call.task,
+                plan.sequences,
+            )
+            self._generation_stats.add(generations=1)
+            streaming.generate_streaming(model.model, plan, streamer, stop)
+            if stop.triggered or streamer.dropped:
+                outcome = "stopped"
+        except BaseException as exc:
+            outcome = "failed"
+            failure = exc if isinstance(exc, EngineError) else translate(exc)
+        try:
+            slots.release()
+            tokens = streamer.steps if streamer is not None else 0
+            pieces = streamer.rows if streamer is not None else 0
+            self._generation_stats.add(streams_active=-1, streams_stopped=int(outcome == "stopped"))
+            elapsed = time.perf_counter() - started
+            if failure is not None:
+                log.info("stream %d failed after %d tokens (%.2f s): %s", stream_id, tokens, elapsed, failure)
+            else:
+                log.info(
+                    "stream %d %s after %d tokens (%d pieces, %.2f s)",
+                    stream_id,
+                    outcome,
+                    tokens,
+                    pieces,
+                    elapsed,
+                )
+        finally:
+            channel.finish(failure)
+            with self._lock:
+                self._streams.pop(channel, None)
+
+    def _slots_of(self, key: ModelKey) -> streaming.GenerationSlots:
         with self._lock:
             self._check_open()
-            batcher = self._batchers.get((key, encode))
+            slots = self._slots.get(key)
+            if slots is None:
+                slots = self._slots[key] = streaming.GenerationSlots(self._config.max_concurrent_generations)
+            return slots
+
+    # --- batching and threads ------------------------------------------------------------------------------
+
+    def _batcher(self, key: ModelKey, options: Hashable, run: Any, name: str) -> Batcher[Any, Any]:
+        """The batch queue of one model copy and set of call options (made on first use)."""
+        with self._lock:
+            self._check_open()
+            batcher = self._batchers.get((key, options))
             if batcher is None:
                 if len(self._batchers) >= _SWEEP_AT:
                     self._sweep()
                 batcher = Batcher(
-                    lambda texts: self._embed_batch(key, encode, texts),
+                    run,
                     self._executor_locked(key),
                     max_batch_size=self._config.max_batch_size,
                     max_wait_s=self._config.max_batch_wait_s,
-                    name=f"embed:{key.name}",
+                    name=name,
                     stats=self._batch_stats,
                 )
-                self._batchers[(key, encode)] = batcher
+                self._batchers[(key, options)] = batcher
             return batcher
 
-    def _executor(self, key: embedding.ModelKey) -> ThreadPoolExecutor:
+    async def _submit(self, batcher: Batcher[T, R], items: list[T]) -> list[R]:
+        """Results for ``items`` in order; a request larger than a batch goes in batch-sized parts, so other
+        sessions' requests are served between them and a cancel drops the parts not yet run."""
+        size = self._config.max_batch_size
+        if len(items) <= size:
+            return await batcher.submit(items)
+        parts = await asyncio.gather(
+            *(batcher.submit(items[n : n + size]) for n in range(0, len(items), size))
+        )
+        return [result for part in parts for result in part]
+
+    def _executor(self, key: ModelKey) -> ThreadPoolExecutor:
         with self._lock:
             self._check_open()
             return self._executor_locked(key)
 
-    def _executor_locked(self, key: embedding.ModelKey) -> ThreadPoolExecutor:
+    def _executor_locked(self, key: ModelKey) -> ThreadPoolExecutor:
         executor = self._executors.get(key)
         if executor is None:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pgml-engine-{key.name}")
@@ -225,7 +607,7 @@ class Engine:
             self._executors.pop(key).shutdown(wait=False)
 
     def _embed_batch(
-        self, key: embedding.ModelKey, encode: embedding.EncodeOptions, texts: list[str]
+        self, key: ModelKey, encode: embedding.EncodeOptions, texts: list[str]
     ) -> list[list[float]]:
         """One model call for a whole batch; runs on the model's worker thread."""
         try:
@@ -233,14 +615,73 @@ class Engine:
         except Exception as exc:
             raise translate(exc) from exc
 
-    def _model(self, key: embedding.ModelKey) -> SentenceTransformer:
+    def _rank_batch(self, key: ModelKey, predict: str, pairs: list[tuple[str, str]]) -> list[float]:
+        try:
+            return ranking.score(self._model(key), pairs, predict)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def _transform_batch(self, key: ModelKey, name: str, call: tasks.CallArgs, items: list[Any]) -> list[Any]:
+        try:
+            model = self._model(key)
+            return transforming.run_batch(
+                model, name, call, items, lambda: self._generation_stats.add(generations=1)
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    # --- models --------------------------------------------------------------------------------------------
+
+    async def _ensure_model(self, key: ModelKey) -> Any:
+        """The model for ``key``, loading it on its worker thread if it is not held.
+
+        A load that takes over a second tells the client (NOTICE ``loading model <name> …`` at the one-second
+        mark, then ``model <name> loaded in <x.x> s``); it is always logged. The timer lives on the event loop,
+        in the caller's task context, where the session's notice sink is.
+        """
+        model = self._cache.lookup(key)
+        if model is not None:
+            return model
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with self._lock:
+            first = key not in self._loading
+            self._loading.add(key)
+        if first:
+            log.info("loading model %s …", key.name)
+        timer = loop.call_later(LOAD_NOTICE_AFTER_S, notify, "NOTICE", f"loading model {key.name} …")
+        try:
+            model = await loop.run_in_executor(self._executor(key), self._model, key)
+        except Exception as exc:
+            if first:
+                log.info("model %s failed to load after %.1f s: %s", key.name, loop.time() - started, exc)
+            raise
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._loading.discard(key)
+        elapsed = loop.time() - started
+        if first:
+            log.info("model %s loaded in %.1f s", key.name, elapsed)
+        if elapsed > LOAD_NOTICE_AFTER_S:
+            notify("NOTICE", f"model {key.name} loaded in {elapsed:.1f} s")
+        return model
+
+    def _model(self, key: ModelKey) -> Any:
         if self._closed:
             raise EngineFailure("the engine is closed")
         return self._cache.get(key, lambda: self._load(key))
 
-    def _load(self, key: embedding.ModelKey) -> SentenceTransformer:
+    def _load(self, key: ModelKey) -> Any:
+        """Load the model of ``key`` (on a worker thread): resolve its name, then load it as its kind."""
         resolved = self._resolver.resolve(key.name, revision=key.options.revision)
-        return embedding.load_model(resolved, key.options, self._config)
+        if key.kind == "embed":
+            model: SentenceTransformer = embedding.load_model(resolved, key.options, self._config)
+            return model
+        if key.kind == "cross-encoder":
+            return ranking.load_model(resolved, key.options, self._config)
+        family = key.kind.removeprefix("transform:")
+        return transforming.load_model(resolved, family, key.options, self._config)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -257,9 +698,32 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return checked
 
 
-def _release_device_memory(key: embedding.ModelKey) -> None:
+def _stream_inputs(task: str | None, inputs: Any) -> tuple[tasks.InputKind, list[Any]]:
+    """transform_stream's input: one prompt (text), or one chat (message objects) for chat-capable tasks."""
+    if isinstance(inputs, str):
+        if task == "conversational":
+            raise InvalidArgument(
+                "conversational inputs must be messages: an array of JSON objects {role, content} (jsonb[])"
+            )
+        return "text", [inputs]
+    if isinstance(inputs, Sequence) and all(isinstance(item, Mapping) for item in inputs):
+        if task not in (None, "conversational", "text-generation"):
+            raise InvalidArgument(tasks.JSONB_INPUTS_ERROR)
+        return "chat", [tasks.check_messages(inputs)]
+    raise InvalidArgument(
+        "transform_stream input must be text, or an array of message objects {role, content}"
+    )
+
+
+def _cannot_stream(task: str) -> str:
+    return (
+        f"task {task} cannot stream; transform_stream works with {', '.join(sorted(tasks.GENERATION_TASKS))}"
+    )
+
+
+def _release_device_memory(key: ModelKey) -> None:
     """After an eviction, hand the GPU memory back to the driver (torch keeps freed blocks cached otherwise)."""
-    device = key.options.device
+    device = getattr(key.options, "device", None)
     if device is not None and device.startswith("cuda"):
         import torch
 

@@ -1,8 +1,8 @@
 """The engine's exceptions: the only ones a caller of :class:`pgml_engines.Engine` has to handle.
 
 Every failure inside the engine (a library's ValueError, a missing file, CUDA running out of memory) is turned
-into one of these, so the proxy maps three classes to SQLSTATEs in one place and no library exception type leaks
-across the boundary. ``sqlstate`` is the code the contract asks for; the engine itself never speaks SQL.
+into one of these, so the proxy maps a handful of classes to SQLSTATEs in one place and no library exception type
+leaks across the boundary. ``sqlstate`` is the code the contract asks for; the engine itself never speaks SQL.
 """
 
 from __future__ import annotations
@@ -33,10 +33,17 @@ class ModelNotFound(EngineError, LookupError):
 
 
 class InvalidArgument(EngineError, ValueError):
-    """The caller asked for something the engine refuses or cannot do: bad kwargs, unknown splitter, a device
-    this host lacks, remote code that the configuration does not trust."""
+    """The caller asked for something the engine cannot do: bad kwargs, unknown splitter, a device this host
+    lacks."""
 
     sqlstate: ClassVar[str] = "22023"
+
+
+class NotAllowed(EngineError, PermissionError):
+    """The proxy's configuration forbids this: a model outside the allowed list, or remote code from a model that
+    is not trusted to run it. Only the operator can change that (a session can never widen it)."""
+
+    sqlstate: ClassVar[str] = "42501"
 
 
 class EngineFailure(EngineError, RuntimeError):

