@@ -86,3 +86,30 @@ class SqlSyntaxError(ProxyError):
 
 class DuplicatePreparedStatement(ProxyError):
     sqlstate = "42P05"
+
+
+class InsufficientPrivilege(ProxyError):
+    sqlstate = "42501"
+
+
+class DuplicateCursor(ProxyError):
+    sqlstate = "42P03"
+
+
+class NoActiveSqlTransaction(ProxyError):
+    sqlstate = "25P01"
+
+
+class ObjectNotInPrerequisiteState(ProxyError):
+    sqlstate = "55000"
+
+
+_ENGINE_ERRORS: dict[str, type[ProxyError]] = {
+    cls.sqlstate: cls
+    for cls in (InvalidParameterValue, UndefinedObject, InsufficientPrivilege, QueryCanceled)
+}
+
+
+def engine_error(sqlstate: str, message: str) -> ProxyError:
+    """The error an engine failure with ``sqlstate`` is for the client (XX000 for codes not mapped)."""
+    return _ENGINE_ERRORS.get(sqlstate, InternalError)(message)

@@ -91,3 +91,22 @@ def proxy_factory(upstream: Upstream) -> Iterator[Callable[..., ProxyProcess]]:
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of tiny task models built on the spot (one per task, named after it), for shapes and code
+    paths rather than quality; the proxy finds them through its --models-dir."""
+    from pgml_engines.testing import build_all
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    build_all(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nlp_proxy(upstream: Upstream, tiny_models: Path) -> Iterator[ProxyProcess]:
+    """A proxy serving the tiny task models (and the packaged embedding model)."""
+    process = start_proxy(upstream.socket_dsn, "--models-dir", str(tiny_models))
+    yield process
+    process.stop()

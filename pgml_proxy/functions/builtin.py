@@ -1,4 +1,4 @@
-"""The functions the proxy implements: version, chunk, embed (contract §2.3, §2.7)."""
+"""The functions the proxy implements: version, chunk, embed (contract §2.3, §2.7), and the NLP ones."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Final
 from pgml_engines.engine import Engine
 
 from pgml_proxy import __version__
-from pgml_proxy.errors import InvalidParameterValue
-from pgml_proxy.functions.registry import Overload, Registry
+from pgml_proxy.functions.nlp import NLP
+from pgml_proxy.functions.registry import Overload, Registry, json_object
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
 from pgml_proxy.wire.types import FLOAT4_ARRAY, INT8, TEXT
 
@@ -18,11 +18,7 @@ API_VERSION: Final = "2.10.0"
 
 
 def _kwargs(value: Any, function: str) -> dict[str, Any]:
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, dict):
-        raise InvalidParameterValue(f"pgml.{function} kwargs must be a JSON object, not {json.dumps(value)}")
-    return value
+    return json_object(value, f"pgml.{function} kwargs")
 
 
 async def _version(engine: Engine, calls: list[tuple[Any, ...]]) -> list[str]:
@@ -97,5 +93,6 @@ BUILTIN: Final = Registry(
             ),
             _embed_many,
         ),
+        *NLP,
     ]
 )

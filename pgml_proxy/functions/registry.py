@@ -7,24 +7,30 @@ a list of rows for set-returning ones. STRICT is applied here, once, for every f
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pgml_engines.engine import Engine
-from pgml_engines.errors import InvalidArgument, ModelNotFound
+from pgml_engines.errors import EngineError
 
-from pgml_proxy.errors import InternalError, InvalidParameterValue, ProxyError, UndefinedObject
+from pgml_proxy.errors import InternalError, InvalidParameterValue, ProxyError, engine_error
 from pgml_proxy.functions.signatures import Argument, Binding, Signature, resolve
 from pgml_proxy.wire.types import PgType, parse_array_text
 
 Implementation = Callable[[Engine, list[tuple[Any, ...]]], Awaitable[list[Any]]]
+StreamImplementation = Callable[[Engine, tuple[Any, ...]], AsyncIterator[Any]]
+"""One call of a set-returning function whose rows come as they are produced (transform_stream)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Overload:
     signature: Signature
     run: Implementation
+    #: For streaming functions: their rows one by one (``run`` then collects them, for positions where
+    #: the statement needs the whole set at once).
+    stream: StreamImplementation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +71,7 @@ class Registry:
     ) -> list[Any]:
         """Run one overload over a batch of evaluations; STRICT calls with a NULL argument skip the work."""
         signature = resolved.signature
-        arranged = [
-            tuple(
-                _coerce(p.type, v)
-                for p, v in zip(signature.parameters, resolved.binding.arrange(row), strict=True)
-            )
-            for row in argument_rows
-        ]
+        arranged = [_arranged(resolved, row) for row in argument_rows]
         empty: Any = [] if signature.set_returning else None
         results: list[Any] = [empty] * len(arranged)
         todo = [i for i, row in enumerate(arranged) if not (signature.strict and any(v is None for v in row))]
@@ -79,17 +79,70 @@ class Registry:
             return results
         try:
             computed = await resolved.overload.run(engine, [arranged[i] for i in todo])
-        except ProxyError:
-            raise
-        except ModelNotFound as exc:
-            raise UndefinedObject(str(exc)) from exc
-        except InvalidArgument as exc:
-            raise InvalidParameterValue(str(exc)) from exc
         except Exception as exc:
-            raise InternalError(f"pgml.{signature.function} failed: {exc}") from exc
+            raise _translated(signature, exc) from exc
         for index, value in zip(todo, computed, strict=True):
             results[index] = value
         return results
+
+    async def stream(
+        self, engine: Engine, resolved: ResolvedCall, arguments: Sequence[Any]
+    ) -> AsyncIterator[Any]:
+        """The rows of one call of a streaming function, as they come (none for a STRICT NULL argument).
+
+        Closing the iterator stops the work behind it.
+        """
+        signature = resolved.signature
+        stream = resolved.overload.stream
+        assert stream is not None, f"pgml.{signature.function} does not stream"
+        row = _arranged(resolved, arguments)
+        if signature.strict and any(v is None for v in row):
+            return
+        try:
+            rows = stream(engine, row)  # arguments are checked before anything is generated
+        except Exception as exc:
+            raise _translated(signature, exc) from exc
+        try:
+            while True:
+                try:
+                    item = await anext(rows)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise _translated(signature, exc) from exc
+                yield item
+        finally:
+            await rows.aclose()  # type: ignore[attr-defined]
+
+    def streaming_signature(self, name: str) -> Signature | None:
+        """A signature of ``name``'s streaming overloads (they share their result shape), if it has any."""
+        return next((o.signature for o in self._by_name.get(name, ()) if o.stream is not None), None)
+
+
+def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
+    parameters = resolved.signature.parameters
+    return tuple(_coerce(p.type, v) for p, v in zip(parameters, resolved.binding.arrange(row), strict=True))
+
+
+def _translated(signature: Signature, exc: Exception) -> ProxyError:
+    """An engine's failure as the client's error: its SQLSTATE kept, anything unexpected XX000."""
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, EngineError) and exc.sqlstate != InternalError.sqlstate:
+        return engine_error(exc.sqlstate, str(exc))
+    return InternalError(f"pgml.{signature.function} failed: {exc}")
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    """A jsonb argument that must be an object (it may arrive as JSON text from an untyped literal)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidParameterValue(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidParameterValue(f"{what} must be a JSON object, not {json.dumps(value)}")
+    return value
 
 
 def _coerce(type_name: str, value: Any) -> Any:

@@ -146,9 +146,7 @@ def resolve(function: str, overloads: Sequence[Signature], arguments: Sequence[A
         exact = [b for b in candidates if _exactness(b, arguments) == len(arguments)]
         candidates = exact or candidates
     if len(candidates) > 1:
-        # Untyped literals prefer string-category parameters, as in Postgres's resolution rules.
-        textual = [b for b in candidates if _prefers_text(b, arguments)]
-        candidates = textual or candidates
+        candidates = _prefer_text(candidates, arguments)
     if len(candidates) == 1:
         return candidates[0]
     shown = ", ".join(_shown(a) for a in arguments)
@@ -173,13 +171,21 @@ def _exactness(binding: Binding, arguments: Sequence[Argument]) -> int:
     )
 
 
-def _prefers_text(binding: Binding, arguments: Sequence[Argument]) -> bool:
-    parameters = binding.signature.parameters
-    return all(
-        parameter.type == "text"
-        for parameter, source in zip(parameters, binding.sources, strict=True)
-        if source is not None and arguments[source].type == UNKNOWN and parameter.type in ("text", "text[]")
-    )
+def _prefer_text(candidates: list[Binding], arguments: Sequence[Argument]) -> list[Binding]:
+    """Postgres's rule for untyped literals: where any candidate takes a string-category type at an
+    untyped argument, the candidates that take another type there drop out."""
+    for index, argument in enumerate(arguments):
+        if argument.type != UNKNOWN:
+            continue
+        textual = [b for b in candidates if _parameter_type(b, index) == "text"]
+        if textual:
+            candidates = textual
+    return candidates
+
+
+def _parameter_type(binding: Binding, argument: int) -> str | None:
+    position = binding.sources.index(argument) if argument in binding.sources else None
+    return None if position is None else binding.signature.parameters[position].type
 
 
 def _sql_literal(value: Any) -> str:

@@ -27,10 +27,7 @@ def answer(
     columns: Sequence[AnswerColumn], calls: Sequence[CallSite], results: Computed, extra_float_digits: int = 1
 ) -> bytes | None:
     """The statement's whole answer up to CommandComplete, or None when the upstream must type it."""
-    if columns[0].kind != "call":
-        shaped = _from_function(columns, calls, results)
-    else:
-        shaped = _select_list(columns, results)
+    shaped = shape(columns, calls, results)
     if shaped is None:
         return None
     fields, rows = shaped
@@ -44,6 +41,15 @@ def answer(
 
 
 Rows = list[tuple[list[PgType], list[Any]]]
+
+
+def shape(
+    columns: Sequence[AnswerColumn], calls: Sequence[CallSite], results: Computed
+) -> tuple[list[Field], Rows] | None:
+    """The statement's columns (text format) and rows, or None when the upstream must type them."""
+    if columns[0].kind != "call":
+        return _from_function(columns, calls, results)
+    return _select_list(columns, results)
 
 
 def _field(name: str, pg_type: PgType) -> Field:

@@ -28,7 +28,16 @@ Intercepted = tuple[int, bytes]
 class ClientSide:
     """Frames the client's stream; counts requests that await a ReadyForQuery; notices Terminate."""
 
-    __slots__ = ("_executes", "_held", "_scanner", "_tracking", "requests", "settings_touched", "terminated")
+    __slots__ = (
+        "_executes",
+        "_held",
+        "_scanner",
+        "_streams",
+        "_tracking",
+        "requests",
+        "settings_touched",
+        "terminated",
+    )
 
     def __init__(self) -> None:
         self._scanner = MessageScanner(_WATCHED, codes.FRONTEND_AUTH_TYPES)
@@ -38,6 +47,7 @@ class ClientSide:
         self._tracking = False
         self._executes = False
         self._held = False
+        self._streams = False
         # A statement that may change statement_timeout or extra_float_digits went by: the session's
         # cached values are stale.
         self.settings_touched = False
@@ -57,13 +67,19 @@ class ClientSide:
         self._executes = on
         self._watch()
 
+    def track_streams(self, on: bool) -> None:
+        """Hand back every Query and every extended-protocol message but Sync and Flush: a FETCH or
+        Execute may read a stream the session holds, and its text need not mention pgml."""
+        self._streams = on
+        self._watch()
+
     @property
     def _naming(self) -> bool:
-        return self._tracking or self._executes
+        return self._tracking or self._executes or self._streams
 
     def _watch(self) -> None:
         watched = _WATCHED | _STATEMENT_MESSAGES if self._naming else _WATCHED
-        self._scanner.watched = watched | _EXECUTE if self._executes else watched
+        self._scanner.watched = watched | _EXECUTE if self._executes or self._streams else watched
 
     def authenticated(self) -> None:
         """From now on the client may send the whole frontend vocabulary, but no more password messages."""
@@ -97,7 +113,11 @@ class ClientSide:
             if kind in _TEXT_MESSAGES:
                 # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
-                pgml = PGML_MARK in text or (self._held and any(word in text for word in _HELD_WORDS))
+                pgml = (
+                    PGML_MARK in text
+                    or self._streams
+                    or (self._held and any(word in text for word in _HELD_WORDS))
+                )
                 if b"set" in text or b"discard" in text:  # SET, RESET, set_config(), DISCARD ALL
                     self.settings_touched |= any(word in text for word in _SETTING_WORDS)
             if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:

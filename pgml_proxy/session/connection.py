@@ -13,6 +13,8 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pgml_engines import notices
+
 from pgml_proxy.errors import (
     AdminShutdown,
     ConnectionFailure,
@@ -23,7 +25,6 @@ from pgml_proxy.errors import (
 )
 from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.flow import ReadGate
-from pgml_proxy.session.interception import Interception
 from pgml_proxy.session.side_query import (
     SIDE_PREFIX,
     PipelineQueryReader,
@@ -37,11 +38,19 @@ from pgml_proxy.session.side_query import (
 from pgml_proxy.session.splice import (
     SpliceStream,
 )
+from pgml_proxy.session.stream_portals import StreamPortals
 from pgml_proxy.session.upstream_side import UpstreamSide
 from pgml_proxy.upstream import open_upstream, send_cancel
 from pgml_proxy.wire.cancel import CancelKey
-from pgml_proxy.wire.codes import FLUSH, TERMINATE
-from pgml_proxy.wire.error_response import error_response
+from pgml_proxy.wire.codes import FLUSH, NOTICE_RESPONSE, TERMINATE
+from pgml_proxy.wire.error_response import (
+    MESSAGE,
+    SEVERITY,
+    SEVERITY_NONLOCALIZED,
+    SQLSTATE,
+    encode_fields,
+    error_response,
+)
 from pgml_proxy.wire.extended import Bind
 from pgml_proxy.wire.framing import message
 from pgml_proxy.wire.startup import (
@@ -59,7 +68,6 @@ log = logging.getLogger("pgml_proxy.session")
 
 _TERMINATE = message(TERMINATE, b"")
 _FLUSH = message(FLUSH, b"")
-_NO_PARAMETERS = Bind("", "", (), (), ())
 T = TypeVar("T")
 
 
@@ -70,7 +78,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Session(Interception):
+class Session(StreamPortals):
     """One client connection and its own upstream connection."""
 
     def __init__(self, server: ProxyServer, client: asyncio.Transport) -> None:
@@ -284,6 +292,7 @@ class Session(Interception):
         self._run_step(self._then_resume(work))
 
     async def _then_resume(self, work: Coroutine[Any, Any, None]) -> None:
+        notices.SINK.set(self.notice)  # engine notices raised by this work go to this client
         try:
             await work
         finally:
@@ -294,6 +303,13 @@ class Session(Interception):
             held = b"".join(self._held)
             self._held.clear()
             self.client_data(held)  # also scans what followed the intercepted message
+
+    def notice(self, severity: str, text: str) -> None:
+        """A NoticeResponse to the client now (engine progress, ignored arguments); psql prints it."""
+        code = "01000" if severity == "WARNING" else "00000"
+        fields = {SEVERITY: severity, SEVERITY_NONLOCALIZED: severity, SQLSTATE: code, MESSAGE: text}
+        if not self.client.is_closing():
+            self.client.write(encode_fields(NOTICE_RESPONSE, fields))
 
     # -- side queries ------------------------------------------------------------------------------
 
@@ -382,6 +398,7 @@ class Session(Interception):
         self.client.close()
         if self._step is not None and not self._step.done():
             self._step.cancel()  # nobody is left to hear how proxy-side work ends
+        self.close_streams()
         if self.upstream is not None:
             if busy:
                 # Closing the socket alone would leave the statement running until it next writes.

@@ -50,7 +50,7 @@ from pgml_proxy.wire.status import FAILED_TRANSACTION, IDLE, IN_TRANSACTION
 log = logging.getLogger("pgml_proxy.session")
 
 _FLUSH = message(FLUSH, b"")
-_NO_PARAMETERS = Bind("", "", (), (), ())
+NO_PARAMETERS = Bind("", "", (), (), ())
 T = TypeVar("T")
 
 
@@ -176,7 +176,7 @@ class Interception:
         the error that its next message would have met.
         """
         try:
-            await self.side_query("SELECT 1", _NO_PARAMETERS)
+            await self.side_query("SELECT 1", NO_PARAMETERS)
         except SideQuerySkipped:
             return False
         except SideQueryFailed as failure:
@@ -208,7 +208,7 @@ class Interception:
             self.client.write(outcome.after)
             self._fail_in_pipeline(outcome.error, silently=True)
 
-        await _failing_with(execute(), self._fail_in_pipeline)
+        await failing_with(execute(), self._fail_in_pipeline)
 
     def _forget_portal(self, name: str) -> None:
         if self._portals.pop(name, None) is not None and not self._portals:
@@ -233,7 +233,7 @@ class Interception:
             interceptor = self.server.interceptor
             try:
                 settings = await self._settings(in_pipeline=True)
-                bound = await _bounded(interceptor.bind(prepared, bind, self), settings.timeout)
+                bound = await bounded(interceptor.bind(prepared, bind, self), settings.timeout)
             except SideQuerySkipped:
                 self._forward(bind.encode())  # skipped too, like everything after the client's error
                 return
@@ -254,18 +254,22 @@ class Interception:
                 self.client_side.track_executes(True)
             self._forward(bound.bind)
 
-        await _failing_with(compute(), self._fail_in_pipeline)
+        await failing_with(compute(), self._fail_in_pipeline)
 
     def _side_query_failed(self, failure: SideQueryFailed) -> None:
         """The client hears a failed side query's error as its own statement's (in a pipeline, in place of
         the message the side query served: the upstream now skips to the client's Sync)."""
         self.client.write(b"".join(failure.result.passthrough) + (failure.result.error or b""))
 
+    async def _await_idle(self) -> None:
+        """Before a Query's proxy-side work: earlier requests first, as side queries need an idle upstream."""
+        if self.in_flight > 1:
+            self._idle_waiter = asyncio.get_running_loop().create_future()
+            await self._idle_waiter
+
     async def _run_query(self, query: bytes) -> None:
         async def rewrite() -> None:
-            if self.in_flight > 1:  # earlier requests first: side queries need an idle upstream
-                self._idle_waiter = asyncio.get_running_loop().create_future()
-                await self._idle_waiter
+            await self._await_idle()
             sql = query[:-1].decode()
             status = self.upstream_side.transaction_status  # type: ignore[union-attr]
             if status not in (IDLE, IN_TRANSACTION):
@@ -289,7 +293,7 @@ class Interception:
                 elif command.name is None:  # DEALLOCATE ALL, DISCARD ALL: the upstream's own go as well
                     self._forget_held(None)
             try:
-                rewritten = await _bounded(interceptor.rewrite(sql, self, digits), timeout)
+                rewritten = await bounded(interceptor.rewrite(sql, self, digits), timeout)
             except BaseException as failure:
                 if self._owned:
                     await self._end_owned("ROLLBACK")
@@ -297,7 +301,7 @@ class Interception:
                         failure.result.status = IDLE  # the client never was in a transaction block
                 raise
             if rewritten.answer is not None:
-                self.client.write(rewritten.answer + _ready(status))
+                self.client.write(rewritten.answer + ready(status))
                 self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
                 return
             if rewritten.held is not None:
@@ -315,7 +319,7 @@ class Interception:
 
         self._owned = False
         try:
-            await _failing_with(rewrite(), self._fail_statement)
+            await failing_with(rewrite(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
 
@@ -341,7 +345,7 @@ class Interception:
 
     def _answer_command(self, tag: str, status: int) -> None:
         """Complete the client's Query with ``tag``, the proxy having done all there was to do."""
-        self.client.write(message(COMMAND_COMPLETE, cstring(tag)) + _ready(status))
+        self.client.write(message(COMMAND_COMPLETE, cstring(tag)) + ready(status))
         self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
 
     async def own_snapshot(self) -> None:
@@ -391,7 +395,7 @@ class Interception:
                 await self.side_query(raise_statement(outcome.error))
             status = FAILED_TRANSACTION
         side.transaction_changed(status)
-        self.client.write(_ready(status) + outcome.after)
+        self.client.write(ready(status) + outcome.after)
         if self._draining and self.in_flight == 0:
             self.close_for_shutdown()
 
@@ -432,14 +436,14 @@ class Interception:
             sql = (
                 "SELECT current_setting('statement_timeout') || ' ' || current_setting('extra_float_digits')"
             )
-            result = await (self.side_query(sql, _NO_PARAMETERS) if in_pipeline else self.side_query(sql))
+            result = await (self.side_query(sql, NO_PARAMETERS) if in_pipeline else self.side_query(sql))
             timeout, digits = (result.rows[0][0] or "0 1").split()
             self._settings_read = (_Settings(_duration(timeout), int(digits)), status)
         return self._settings_read[0]
 
     def _answer_from_side(self, result: SideQueryResult) -> None:
         """The side query's error is the statement's error; its ReadyForQuery answers the client."""
-        self.client.write(b"".join(result.passthrough) + (result.error or b"") + _ready(result.status))
+        self.client.write(b"".join(result.passthrough) + (result.error or b"") + ready(result.status))
         self.upstream_side.answered_by_proxy(result.status)  # type: ignore[union-attr]
 
     def _fail_statement(self, error: ProxyError) -> None:
@@ -449,7 +453,7 @@ class Interception:
             # The upstream raises the same error itself, aborting its transaction block as the client expects.
             self._forward(message(QUERY, raise_statement(error).encode() + b"\x00"))
             return
-        self.client.write(error_response(error) + _ready(IDLE))
+        self.client.write(error_response(error) + ready(IDLE))
         if side is not None:
             side.answered_by_proxy(IDLE)
 
@@ -470,14 +474,14 @@ def _duration(setting: str) -> float | None:
     return seconds or None
 
 
-async def _bounded(work: Awaitable[T], timeout: float | None) -> T:
+async def bounded(work: Awaitable[T], timeout: float | None) -> T:
     try:
         return await asyncio.wait_for(work, timeout)
     except TimeoutError:
         raise QueryCanceled("canceling statement due to statement timeout") from None
 
 
-async def _failing_with(work: Coroutine[Any, Any, None], fail: Callable[[ProxyError], None]) -> None:
+async def failing_with(work: Coroutine[Any, Any, None], fail: Callable[[ProxyError], None]) -> None:
     """Run a statement's proxy-side work; any failure, a bug of ours included, fails that statement only."""
     try:
         await work
@@ -492,7 +496,7 @@ async def _failing_with(work: Coroutine[Any, Any, None], fail: Callable[[ProxyEr
         fail(InternalError(f"pgml-proxy failed to run the statement: {exc}"))
 
 
-def _ready(status: int) -> bytes:
+def ready(status: int) -> bytes:
     return message(READY_FOR_QUERY, bytes((status,)))
 
 

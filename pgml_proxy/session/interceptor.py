@@ -26,7 +26,7 @@ from pgml_engines import Engine, EngineConfig
 from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyntaxError
 from pgml_proxy.functions.registry import Registry, ResolvedCall
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Signature
-from pgml_proxy.session.answer import answer
+from pgml_proxy.session.answer import answer, shape
 from pgml_proxy.session.edits import (
     argument_key,
     call_edits,
@@ -47,12 +47,15 @@ from pgml_proxy.session.replacements import (
 from pgml_proxy.session.side_query import SideQueryResult
 from pgml_proxy.session.splice import PLACEHOLDER_PREFIX, SplicedCall, SplicePlan
 from pgml_proxy.session.sql_prepared import HeldStatement
+from pgml_proxy.session.streams import RowSource
 from pgml_proxy.sql import literals
 from pgml_proxy.sql.analyze import analyze
+from pgml_proxy.sql.cursors import CursorOptions, cursor_options
 from pgml_proxy.sql.model import Argument as ArgumentSite
 from pgml_proxy.sql.model import CallSite, Clause, Literal, SessionCommand, StatementAnalysis, Strategy
 from pgml_proxy.sql.text import mentions_pgml, parameter_numbers, splice
 from pgml_proxy.wire.extended import Bind, Parse
+from pgml_proxy.wire.rows import Field
 from pgml_proxy.wire.types import (
     BINARY_FORMAT,
     BOOL,
@@ -121,8 +124,9 @@ class Interceptor:
         return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
-        """Whether a call returns rows: chunk always; embed when its input is visibly an array."""
-        if name == "chunk":
+        """Whether a call returns rows: chunk, rank and transform_stream always; embed when its input is
+        visibly an array."""
+        if name in ("chunk", "rank", "transform_stream"):
             return True
         if name == "embed":
             return any(
@@ -169,6 +173,58 @@ class Interceptor:
         if not spliced:
             return Rewritten(text)
         return Rewritten(text, SplicePlan(tuple(spliced)), results_before=splice_at or 0)
+
+    def stream_plan(self, sql: str) -> StreamPlan | None:
+        """The plan of a statement whose rows are one streaming call's, written as they are produced:
+        ``SELECT pgml.transform_stream(…)`` (or ``* FROM`` it), or a DECLARE CURSOR for one."""
+        statements = self._analyze(sql)
+        if len(statements) != 1:
+            return None
+        [statement] = statements
+        select, cursor = statement, None
+        if statement.kind == "DeclareCursorStmt" and statement.inner is not None:
+            inner = self._analyze(statement.inner.text(sql))
+            if len(inner) != 1:
+                return None
+            select, cursor = inner[0], statement.cursor
+        if select.strategy is not Strategy.ANSWER or select.kind != "SelectStmt" or len(select.calls) != 1:
+            return None
+        [call] = select.calls
+        streaming = self.registry.streaming_signature(call.name)
+        shaped = None if streaming is None else shape(select.answer, select.calls, {0: (streaming, [])})
+        if shaped is None:
+            return None
+        options = cursor_options(sql) if cursor is not None else CursorOptions()
+        return StreamPlan(select, tuple(shaped[0]), cursor, options)
+
+    async def open_stream(self, sql: str, plan: StreamPlan, channel: SideChannel) -> RowSource:
+        """Start a planned stream (simple protocol): its arguments evaluated, its rows to come."""
+        [call] = plan.select.calls
+        if plan.cursor is not None:
+            sql = self._inner_text(sql)
+        texts = [a.span.text(sql) for a in call.args]
+        values = await self._evaluate(call, texts, range(len(call.args)), channel)
+        resolved = self._resolve(call, [v.type for v in values])
+        return await self._row_source(plan, resolved, [v.value for v in values])
+
+    def _inner_text(self, sql: str) -> str:
+        [statement] = self._analyze(sql)
+        assert statement.inner is not None
+        return statement.inner.text(sql)
+
+    async def _row_source(self, plan: StreamPlan, resolved: ResolvedCall, values: Sequence[Any]) -> RowSource:
+        engine = await self.engine()
+        select, signature = plan.select, resolved.signature
+
+        def row(item: Any) -> tuple[list[PgType], list[Any]]:
+            shaped = shape(select.answer, select.calls, {0: (signature, [item])})
+            assert shaped is not None
+            [(types, values)] = shaped[1]
+            return types, values
+
+        shaped = shape(select.answer, select.calls, {0: (signature, [])})
+        assert shaped is not None
+        return RowSource(shaped[0], self.registry.stream(engine, resolved, values), row)
 
     def session_command(self, sql: str) -> SessionCommand | None:
         """PREPARE, EXECUTE, DEALLOCATE or DISCARD, when ``sql`` is one such statement."""
@@ -471,6 +527,9 @@ class Interceptor:
         for param, type_name in forced.items():
             if types[param] == 0 and (param + 1) not in remaining:
                 types[param] = TYPE_OIDS.get(type_name, 0)  # otherwise nothing would tell its type
+        for param in range(client_params):
+            if types[param] == 0 and (param + 1) not in remaining:
+                types[param] = TYPE_OIDS["text"]  # only in an argument expression, which casts it itself
         final_sources = tuple(
             _PlannedCall(
                 p.index,
@@ -491,7 +550,11 @@ class Interceptor:
         )
         types += [0] * len(slots.types)  # the extra parameters are typed by their casts
         return PreparedPgml(
-            Parse(parse.statement, query, tuple(types)), client_params, final_sources, tuple(slotted)
+            Parse(parse.statement, query, tuple(types)),
+            client_params,
+            final_sources,
+            tuple(slotted),
+            self.stream_plan(parse.query),
         )
 
     async def bind(self, prepared: PreparedPgml, bind: Bind, channel: SideChannel | None = None) -> Bound:
@@ -506,19 +569,12 @@ class Interceptor:
         results: dict[int, Any] = {}
         spliced: list[SplicedCall] = []
         engine = await self.engine()
+        if prepared.stream is not None:
+            [plan] = prepared.calls
+            values = await self._bound_values(prepared, plan, bind, results, channel)
+            return Bound(b"", stream=await self._row_source(prepared.stream, plan.resolved, values))
         for plan in prepared.calls:
-            values = [self._bound_value(src, bind, results) for src in plan.sources]
-            expressions = [i for i, src in enumerate(plan.sources) if src.expression is not None]
-            if expressions:
-                assert channel is not None
-                evaluated = (
-                    "jsonb_build_array("
-                    + ", ".join(f"to_jsonb(({plan.sources[i].expression}))" for i in expressions)
-                    + ")::text"
-                )
-                fetched = await channel.side_query(f"SELECT {evaluated}", bind, prepared.parse.param_types)
-                for i, value in zip(expressions, json.loads(fetched.rows[0][0]), strict=True):
-                    values[i] = value
+            values = await self._bound_values(prepared, plan, bind, results, channel)
             if plan.splice is not None:
                 fixed = tuple(
                     (i, self._source_type(src, list(prepared.calls)), values[i])
@@ -565,6 +621,29 @@ class Interceptor:
         if len(formats) > 1:  # one code per column: the hidden columns come as text
             bind = dataclasses.replace(bind, result_formats=(*formats, *[0] * plan.hidden))
         return Bound(bind.with_extra_values(extra), plan, bind.result_formats)
+
+    async def _bound_values(
+        self,
+        prepared: PreparedPgml,
+        plan: _PlannedCall,
+        bind: Bind,
+        results: dict[int, Any],
+        channel: SideChannel | None,
+    ) -> list[Any]:
+        """A planned call's argument values at Bind; expressions are evaluated by the upstream."""
+        values = [self._bound_value(src, bind, results) for src in plan.sources]
+        expressions = [i for i, src in enumerate(plan.sources) if src.expression is not None]
+        if expressions:
+            assert channel is not None
+            evaluated = (
+                "jsonb_build_array("
+                + ", ".join(f"to_jsonb(({plan.sources[i].expression}))" for i in expressions)
+                + ")::text"
+            )
+            fetched = await channel.side_query(f"SELECT {evaluated}", bind, prepared.parse.param_types)
+            for i, value in zip(expressions, json.loads(fetched.rows[0][0]), strict=True):
+                values[i] = value
+        return values
 
     def _fetch_for_bind(
         self, sql: str, call: CallSite, calls: Sequence[CallSite], dependent: tuple[int, ...]
@@ -738,6 +817,8 @@ class PreparedPgml:
     client_params: int
     calls: tuple[_PlannedCall, ...]
     slotted: tuple[int, ...]  # outermost calls, in the order their parameters follow the client's
+    #: A streaming statement: never parsed upstream, its portals' rows come from the proxy.
+    stream: StreamPlan | None = None
 
     @property
     def spliced(self) -> bool:
@@ -752,6 +833,18 @@ class Bound:
     bind: bytes
     splice: SplicePlan | None = None
     result_formats: tuple[int, ...] = ()  # as sent upstream, hidden columns included
+    stream: RowSource | None = None  # a streaming statement's rows (nothing goes upstream)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """A statement whose rows are one streaming call's (``select``: the SELECT analysed on its own);
+    with ``cursor``, a DECLARE of a cursor over it with ``options``."""
+
+    select: StatementAnalysis
+    fields: tuple[Field, ...]  # the rows' columns, in text format
+    cursor: str | None = None
+    options: CursorOptions = dataclasses.field(default_factory=CursorOptions)
 
 
 _READ_BINARY: Final = frozenset(t.oid for t in (FLOAT4_ARRAY, TEXT, JSONB, FLOAT4, FLOAT8, INT8, BOOL))

@@ -27,7 +27,7 @@ from pgml_proxy.wire.error_response import (
 )
 from pgml_proxy.wire.extended import PARAMETER_DESCRIPTION, parameter_description, parameter_types
 from pgml_proxy.wire.framing import MessageScanner
-from pgml_proxy.wire.status import IDLE, negotiated_minor, parameter_status
+from pgml_proxy.wire.status import IDLE, IN_TRANSACTION, negotiated_minor, parameter_status
 
 _READY_WATCHED = frozenset(
     (codes.READY_FOR_QUERY, codes.PARAMETER_STATUS, codes.ERROR_RESPONSE, PARAMETER_DESCRIPTION)
@@ -59,6 +59,7 @@ class UpstreamSide:
         "ready_count",
         "skipping_to_sync",
         "transaction_status",
+        "transactions_ended",
         "upstream_key",
     )
 
@@ -72,6 +73,9 @@ class UpstreamSide:
         # until the next Sync, so a side query sent now would never be answered.
         self.skipping_to_sync = False
         self.transaction_status = IDLE
+        # ReadyForQuery outside a transaction block counted: a portal (or cursor without HOLD) opened
+        # when the count was n is gone once it is n + 1, as the transaction it lived in has ended.
+        self.transactions_ended = 0
         self.parameters: dict[str, str] = {}
         self.upstream_key: CancelKey | None = None
         self.proxy_key: CancelKey | None = None
@@ -101,17 +105,19 @@ class UpstreamSide:
     def answered_by_proxy(self, status: int) -> None:
         """The proxy answered a client request itself (an error it raised, with this status)."""
         self.ready_count += 1
-        self.transaction_status = status
+        self.transaction_changed(status)
 
     def transaction_changed(self, status: int) -> None:
         """The proxy's own statements (not seen here) changed the upstream's transaction status."""
         self.transaction_status = status
+        if status != IN_TRANSACTION:
+            self.transactions_ended += 1
 
     def _track(self, kind: int, chunk: bytes, start: int, end: int) -> bytes | None:
         """Note what a message says; return what the client should get instead, if anything."""
         if kind == codes.READY_FOR_QUERY:
             self.ready_count += 1
-            self.transaction_status = chunk[start]
+            self.transaction_changed(chunk[start])
             self.skipping_to_sync = False
         elif kind == codes.PARAMETER_STATUS:
             name, value = parameter_status(chunk[start:end])

@@ -10,6 +10,9 @@ from pgml_proxy.wire import codes
 from pgml_proxy.wire.framing import cstring, message, read_cstring, read_values
 
 PARAMETER_DESCRIPTION = ord("t")
+PARSE_COMPLETE = message(ord("1"), b"")
+BIND_COMPLETE = message(ord("2"), b"")
+CLOSE_COMPLETE = message(ord("3"), b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,13 @@ def target(body: bytes) -> tuple[str, str]:
 def execute_portal(body: bytes) -> str:
     """Execute: the portal's name."""
     return read_cstring(body, 0)[0]
+
+
+def execute_limit(body: bytes) -> int | None:
+    """Execute: the most rows to return (None: no limit, sent as 0)."""
+    _, pos = read_cstring(body, 0)
+    (limit,) = struct.unpack_from("!i", body, pos)
+    return limit if limit > 0 else None
 
 
 def describe_statement(name: str) -> bytes:
