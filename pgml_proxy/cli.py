@@ -35,7 +35,6 @@ log = logging.getLogger("pgml_proxy")
 
 SUBCOMMANDS = ("serve", "models")
 PACKAGE_PREFIX = "package:"
-DEFAULT_MODELS_SUBDIR = "models"
 """Where ``models`` commands save when no models directory is configured: beside the embedded PostgreSQL."""
 EMBEDDED_EXTRA_CONNECTIONS = 20
 """The embedded server's max_connections exceeds the proxy's limit: cancels and admin sessions need room."""
@@ -102,8 +101,7 @@ def _add_model_target_arguments(parser: argparse.ArgumentParser) -> None:
         option.flag,
         type=option.type,
         metavar=option.metavar,
-        help=f"{option.help} (default: the configured one, else <data-dir>/{DEFAULT_MODELS_SUBDIR}) "
-        f"[env {option.env}]",
+        help=f"{option.help} (default: the configured one, else <data-dir>/models) [env {option.env}]",
     )
 
 
@@ -134,7 +132,7 @@ def _models(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> i
         name = _model_name(namespace.name)
     except ValueError as exc:
         parser.error(str(exc))
-    models_dir = settings.models_dir or settings.data_dir / DEFAULT_MODELS_SUBDIR
+    models_dir = settings.models_folder
     try:
         if namespace.models_command == "import":
             destination = _import_model(namespace.source, models_dir / name, overwrite=namespace.overwrite)
@@ -211,7 +209,7 @@ def _engine_config(settings: Settings) -> EngineConfig:
 
 def _build_engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
-        search_dirs=(settings.models_dir,) if settings.models_dir else (),
+        search_dirs=(settings.models_folder,),
         allow_downloads=settings.models_allow_downloads,
         allow_model_paths=settings.models_allow_paths,
         memory_budget_bytes=settings.models_memory_budget_mb * 1024**2,

@@ -64,6 +64,12 @@ class Settings:
     generation_max_concurrent: int = 4
 
     @property
+    def models_folder(self) -> Path:
+        """Where local models live: --models-dir, else ``models`` in the data directory (where
+        ``pgml-proxy models import`` saves when no folder is given)."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
     def listen_address(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit():
@@ -115,7 +121,7 @@ OPTIONS: Final = (
     Option(
         "models_dir",
         Path,
-        "a directory of local models, found by their folder name",
+        "a directory of local models, found by their folder name (default: <data-dir>/models)",
         group="models",
         metavar="DIR",
     ),
