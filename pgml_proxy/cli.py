@@ -101,7 +101,7 @@ def _add_model_target_arguments(parser: argparse.ArgumentParser) -> None:
         option.flag,
         type=option.type,
         metavar=option.metavar,
-        help=f"{option.help} (default: the configured one, else <data-dir>/models) [env {option.env}]",
+        help=f"{option.help} [env {option.env}]",
     )
 
 
