@@ -213,3 +213,19 @@ async def test_asyncpg_cursor_reads_with_row_limits(nlp_proxy: ProxyProcess) -> 
     finally:
         await conn.close()
     assert [r[0] for r in seen] == [r[0] for r in whole]
+
+
+async def test_asyncpg_fetch_from_a_cursor_declared_in_sql(nlp_proxy: ProxyProcess) -> None:
+    conn = await asyncpg.connect(nlp_proxy.url())
+    try:
+        whole = await conn.fetch(STREAM)
+        async with conn.transaction():
+            await conn.execute(f"DECLARE c CURSOR FOR {STREAM}")
+            first = await conn.fetch("FETCH 3 FROM c")
+            await conn.execute("MOVE 1 IN c")
+            rest = await conn.fetch("FETCH ALL FROM c")
+            await conn.execute("CLOSE c")
+    finally:
+        await conn.close()
+    assert [r[0] for r in first] == [r[0] for r in whole[:3]]
+    assert [r[0] for r in rest] == [r[0] for r in whole[4:]]

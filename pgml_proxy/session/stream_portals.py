@@ -218,7 +218,7 @@ class StreamPortals(Interception):
             await self._await_idle()
             status = self.upstream_side.transaction_status  # type: ignore[attr-defined]
             if command is not None:
-                self.client.write(await self._run_cursor_command(command, ()))  # type: ignore[attr-defined]
+                self.client.write(await self._run_cursor_command(command))  # type: ignore[attr-defined]
             else:
                 assert plan is not None
                 settings = await self._settings()
@@ -263,8 +263,14 @@ class StreamPortals(Interception):
         self._cursors[plan.cursor] = _Open(rows, self._ended(), plan.options.hold)
         self._track_streams()
 
-    async def _run_cursor_command(self, command: CursorCommand, result_formats: tuple[int, ...]) -> bytes:
-        """FETCH, MOVE or CLOSE of a cursor of this session: rows go out as they come, the rest is returned."""
+    async def _run_cursor_command(
+        self, command: CursorCommand, result_formats: tuple[int, ...] | None = None
+    ) -> bytes:
+        """FETCH, MOVE or CLOSE of a cursor of this session: rows go out as they come, the rest is returned.
+
+        ``result_formats``: an extended-protocol portal's (its Describe told the columns); None: a Query,
+        whose answer describes them first.
+        """
         assert command.name is not None
         if command.kind == "close":
             self._close_cursor(command.name)
@@ -275,14 +281,15 @@ class StreamPortals(Interception):
                 hint="A cursor over pgml.transform_stream reads rows as they are generated: FETCH forward only.",
             )
         cursor = self._cursors[command.name].rows
-        settings = await self._settings()
-        formats = result_formats or None
+        settings = await self._settings(in_pipeline=result_formats is not None)
         if command.kind == "move":
             count = await bounded(cursor.fetch(command.count, None), settings.timeout)
             return _complete(f"MOVE {count}")
-        if not result_formats:  # the simple protocol: the cursor describes its rows first
+        if result_formats is None:
             self.client.write(cursor.description())  # type: ignore[attr-defined]
-        count = await bounded(cursor.fetch(command.count, self.client.write, formats), settings.timeout)  # type: ignore[attr-defined]
+        count = await bounded(
+            cursor.fetch(command.count, self.client.write, result_formats), settings.timeout
+        )  # type: ignore[attr-defined]
         return _complete(f"FETCH {count}")
 
     # -- extended protocol -------------------------------------------------------------------------
