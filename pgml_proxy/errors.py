@@ -88,6 +88,10 @@ class DuplicatePreparedStatement(ProxyError):
     sqlstate = "42P05"
 
 
+class InvalidTextRepresentation(ProxyError):
+    sqlstate = "22P02"
+
+
 class InsufficientPrivilege(ProxyError):
     sqlstate = "42501"
 

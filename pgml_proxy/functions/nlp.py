@@ -8,7 +8,6 @@ concurrently, so the engine batches them (a spliced ``transform`` over table row
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -26,27 +25,17 @@ def _task(value: Any, as_json: bool) -> str | dict[str, Any]:
     return json_object(value, "task") if as_json else value
 
 
-def _texts(inputs: Sequence[str | None], function: str) -> list[str]:
+def _texts(inputs: Sequence[str | None], function: str, argument: str = "inputs") -> list[str]:
     if any(text is None for text in inputs):
-        raise InvalidParameterValue(f"pgml.{function} inputs must not contain NULL elements")
+        raise InvalidParameterValue(f"pgml.{function} {argument} must not contain NULL elements")
     return list(inputs)  # type: ignore[arg-type]
 
 
 def _messages(inputs: Sequence[Any], function: str) -> list[Any]:
-    """jsonb[] elements as JSON values (text from an array literal is parsed like jsonb input)."""
-    messages = []
-    for position, element in enumerate(inputs, 1):
-        if element is None:
-            raise InvalidParameterValue(f"pgml.{function} inputs must not contain NULL elements")
-        if isinstance(element, str):
-            try:
-                element = json.loads(element)
-            except ValueError as exc:
-                raise InvalidParameterValue(
-                    f"pgml.{function} input {position} is not valid JSON: {exc}"
-                ) from None
-        messages.append(element)
-    return messages
+    """jsonb[] elements (JSON values already: the engine checks they are messages)."""
+    if any(element is None for element in inputs):
+        raise InvalidParameterValue(f"pgml.{function} inputs must not contain NULL elements")
+    return list(inputs)
 
 
 def _transform(task_json: bool, inputs_json: bool) -> Implementation:
@@ -87,7 +76,9 @@ def _collected(stream: StreamImplementation) -> Implementation:
 
 async def _rank(engine: Engine, calls: list[tuple[Any, ...]]) -> list[Any]:
     async def one(model: str, query: str, documents: list[str | None], kwargs: Any) -> list[Any]:
-        return await engine.rank(model, query, _texts(documents, "rank"), json_object(kwargs, "kwargs"))
+        return await engine.rank(
+            model, query, _texts(documents, "rank", "documents"), json_object(kwargs, "kwargs")
+        )
 
     return list(await asyncio.gather(*(one(*call) for call in calls)))
 

@@ -15,8 +15,14 @@ from typing import Any
 from pgml_engines.engine import Engine
 from pgml_engines.errors import EngineError
 
-from pgml_proxy.errors import InternalError, InvalidParameterValue, ProxyError, engine_error
-from pgml_proxy.functions.signatures import Argument, Binding, Signature, resolve
+from pgml_proxy.errors import (
+    InternalError,
+    InvalidParameterValue,
+    InvalidTextRepresentation,
+    ProxyError,
+    engine_error,
+)
+from pgml_proxy.functions.signatures import UNKNOWN, Argument, Binding, Signature, resolve
 from pgml_proxy.wire.types import PgType, parse_array_text
 
 Implementation = Callable[[Engine, list[tuple[Any, ...]]], Awaitable[list[Any]]]
@@ -39,6 +45,8 @@ class ResolvedCall:
 
     overload: Overload
     binding: Binding
+    #: The types the call's arguments were resolved with (``unknown``: an untyped literal).
+    argument_types: tuple[str, ...] = ()
 
     @property
     def signature(self) -> Signature:
@@ -64,7 +72,8 @@ class Registry:
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
         binding = resolve(name, [o.signature for o in overloads], arguments)
-        return ResolvedCall(next(o for o in overloads if o.signature is binding.signature), binding)
+        overload = next(o for o in overloads if o.signature is binding.signature)
+        return ResolvedCall(overload, binding, tuple(a.type for a in arguments))
 
     async def call(
         self, engine: Engine, resolved: ResolvedCall, argument_rows: Sequence[Sequence[Any]]
@@ -120,8 +129,17 @@ class Registry:
 
 
 def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
-    parameters = resolved.signature.parameters
-    return tuple(_coerce(p.type, v) for p, v in zip(parameters, resolved.binding.arrange(row), strict=True))
+    """The parameter values in signature order, untyped literals read as their parameter's type."""
+    types = resolved.argument_types
+    return tuple(
+        _coerce(p.type, v) if source is not None and source < len(types) and types[source] == UNKNOWN else v
+        for p, v, source in zip(
+            resolved.signature.parameters,
+            resolved.binding.arrange(row),
+            resolved.binding.sources,
+            strict=True,
+        )
+    )
 
 
 def _translated(signature: Signature, exc: Exception) -> ProxyError:
@@ -134,22 +152,26 @@ def _translated(signature: Signature, exc: Exception) -> ProxyError:
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:
-    """A jsonb argument that must be an object (it may arrive as JSON text from an untyped literal)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidParameterValue(f"{what} is not valid JSON: {exc}") from None
+    """A jsonb argument that must be an object."""
     if not isinstance(value, dict):
         raise InvalidParameterValue(f"{what} must be a JSON object, not {json.dumps(value)}")
     return value
 
 
 def _coerce(type_name: str, value: Any) -> Any:
-    """An untyped literal given for an array parameter is an array literal, as Postgres reads it."""
-    if type_name.endswith("[]") and isinstance(value, str):
+    """An untyped literal is read by its parameter type's input function, as Postgres reads it."""
+    if not isinstance(value, str):
+        return value
+    if type_name.endswith("[]"):
         try:
-            return parse_array_text(value)
+            elements = parse_array_text(value)
         except ValueError as exc:
             raise InvalidParameterValue(f"malformed array literal: {value!r}") from exc
+        element_type = type_name[:-2]
+        return [e if e is None else _coerce(element_type, e) for e in elements]
+    if type_name in ("json", "jsonb"):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise InvalidTextRepresentation(f"invalid input syntax for type json: {exc}") from None
     return value

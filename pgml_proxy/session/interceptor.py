@@ -536,7 +536,7 @@ class Interceptor:
                 p.site,
                 p.resolved,
                 tuple(
-                    _Source(src.literal, src.param, TYPE_NAMES.get(types[src.param], "text"), src.call)
+                    dataclasses.replace(src, param_type=TYPE_NAMES.get(types[src.param], "text"))
                     if src.param is not None
                     else src
                     for src in p.sources
@@ -676,7 +676,10 @@ class Interceptor:
         if raw is None:
             return None
         try:
-            return decode_parameter(src.param_type, bind.format_of(src.param), raw)
+            value = decode_parameter(src.param_type, bind.format_of(src.param), raw)
+            if src.cast is not None and src.cast != src.param_type and isinstance(value, str):
+                value = decode_parameter(src.cast, TEXT_FORMAT, value.encode())  # ``$1::jsonb`` of a text
+            return value
         except (ValueError, UnicodeDecodeError, struct.error) as exc:
             raise InvalidParameterValue(
                 f"cannot read parameter ${src.param + 1} as {src.param_type}: {exc}"
@@ -712,7 +715,7 @@ class Interceptor:
             declared_type = (
                 TYPE_NAMES.get(declared[number - 1], "text") if number <= len(declared) else UNKNOWN
             )
-            return _Source(param=number - 1, param_type=argument.cast or declared_type)
+            return _Source(param=number - 1, param_type=argument.cast or declared_type, cast=argument.cast)
         text = argument.span.text(query)
         if children or mentions_pgml(text.encode()):
             raise FeatureNotSupported(
@@ -785,6 +788,7 @@ class _Source:
     call: int | None = None
     field: str | None = None  # of a nested set-returning call's rows: the column this argument takes
     expression: str | None = None  # evaluated by the upstream at each Bind, with the client's parameters
+    cast: str | None = None  # written on a parameter (``$1::jsonb``): applied to the value as sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -422,6 +422,8 @@ def _literal_value(node: ast.Node | None) -> tuple[bool, LiteralValue]:
     if isinstance(node, ast.A_ArrayExpr):
         values = []
         for el in node.elements or ():
+            if isinstance(el, ast.TypeCast):  # ARRAY['{}'::jsonb] is a jsonb[]: the server types it
+                return False, None
             ok, v = _literal_value(el)
             if not ok:
                 return False, None

@@ -314,6 +314,7 @@ TYPE_NAMES: Final = {
     1043: "character varying",
     1700: "numeric",
     3802: "jsonb",
+    3807: "jsonb[]",
 }
 """Type names of the OIDs a client may declare for parameters the proxy reads."""
 
@@ -328,6 +329,8 @@ def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
     text = data.decode()
     if type_name in ("json", "jsonb"):
         return json.loads(text)
+    if type_name == "jsonb[]":
+        return [None if e is None else json.loads(e) for e in parse_array_text(text)]
     if type_name.endswith("[]"):
         return parse_array_text(text)
     if type_name in ("smallint", "integer", "bigint"):
@@ -344,6 +347,8 @@ def _decode_binary(type_name: str, data: bytes) -> Any:
         return json.loads(data[1:].decode())
     if type_name == "json":
         return json.loads(data.decode())
+    if type_name == "jsonb[]":  # each element in jsonb_recv's layout: a version byte, then the text
+        return [None if e is None else json.loads(e[1:]) for e in _array_from_binary(data)]
     if type_name.endswith("[]"):
         return _array_from_binary(data)
     integer = {"smallint": "!h", "integer": "!i", "bigint": "!q"}.get(type_name)
