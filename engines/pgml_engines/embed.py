@@ -1,23 +1,21 @@
 """``pgml.embed`` with sentence-transformers semantics (contract §2.3).
 
-The caller's kwargs are split in two: load options pick *which model copy* (they are part of the cache key, the
-contract's fix of PostgresML's name-only cache), encode options say *how to run it* (they pick the batch queue:
-only requests with identical encode options can share a model call). Both are made canonical and hashable here,
-and checked before any model work, so a bad argument fails its own statement and never a shared batch.
+The caller's kwargs are split in two: load options pick *which model copy* (checked by :mod:`.sentence_models`,
+which rank shares), encode options say *how to run it* (they pick the batch queue: only requests with identical
+encode options can share a model call). Both are made canonical and hashable, and checked before any model work,
+so a bad argument fails its own statement and never a shared batch.
 
 Heavy imports (torch, sentence-transformers) happen inside the functions that run on worker threads.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import devices
+from . import arguments, sentence_models
 from .cache import ModelKey as ModelKey  # embed's keys: ModelKey(name, LoadOptions, "embed")
 from .config import EngineConfig
 from .errors import InvalidArgument
@@ -27,16 +25,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 #: kwargs that configure loading (contract §2.3); every other key goes to ``encode``.
-LOAD_KEYS = (
-    "device",
-    "trust_remote_code",
-    "revision",
-    "model_kwargs",
-    "tokenizer_kwargs",
-    "config_kwargs",
-    "truncate_dim",
-    "token",
-)
+LOAD_KEYS = (*sentence_models.LOAD_KEYS, "truncate_dim")
 
 #: encode arguments the engine owns because they change the shape or location of the result it must return.
 _RESERVED_ENCODE = frozenset(
@@ -47,26 +36,15 @@ _IGNORED_ENCODE = frozenset({"show_progress_bar"})
 _PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 #: encode arguments every SentenceTransformer takes; others are checked against the loaded model.
 _COMMON_ENCODE = frozenset({"prompt", "prompt_name", "batch_size", "normalize_embeddings", "precision"})
-_DTYPE_KEYS = ("torch_dtype", "dtype")
+#: How error messages name this function's arguments.
+_WHAT = "embed kwargs"
 
 
 @dataclass(frozen=True)
-class LoadOptions:
-    """The load options of one model copy. Dicts are kept as canonical JSON so the options hash.
+class LoadOptions(sentence_models.SentenceModelOptions):
+    """The load options of one embedding model copy: the shared ones, and the dimension to truncate vectors to."""
 
-    ``device`` is canonical (``cuda:0``, ``cpu``), or None when ``model_kwargs`` has a ``device_map`` that places
-    the model itself.
-    """
-
-    device: str | None
-    trust_remote_code: bool = False
-    revision: str | None = None
-    model_kwargs: str = "{}"
-    tokenizer_kwargs: str = "{}"
-    config_kwargs: str = "{}"
     truncate_dim: int | None = None
-    # A secret (or True: the locally stored login): part of the key, never of a log line.
-    token: str | bool | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -104,36 +82,7 @@ def split_kwargs(
 
 def load_options(raw: Mapping[str, Any]) -> LoadOptions:
     """Check load options and make them canonical (the device is resolved here: it is part of the key)."""
-    model_kwargs = _json_object(raw, "model_kwargs")
-    trust = raw.get("trust_remote_code", False)
-    if not isinstance(trust, bool):
-        raise InvalidArgument(f"trust_remote_code must be a boolean, got {trust!r}")
-    revision = _optional_str(raw, "revision")
-    token = raw.get("token")
-    if token is not None and not isinstance(token, str | bool):
-        raise InvalidArgument("token must be a string or a boolean")
-    truncate_dim = raw.get("truncate_dim")
-    if truncate_dim is not None and (
-        isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
-    ):
-        raise InvalidArgument(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
-    for key in _DTYPE_KEYS:
-        if key in model_kwargs:
-            _dtype(model_kwargs[key])  # validate early; converted when loading
-    if "device_map" in model_kwargs and raw.get("device") is None:
-        device = None
-    else:
-        device = devices.resolve_device(raw.get("device"))
-    return LoadOptions(
-        device=device,
-        trust_remote_code=trust,
-        revision=revision,
-        model_kwargs=_canonical(model_kwargs),
-        tokenizer_kwargs=_canonical(_json_object(raw, "tokenizer_kwargs")),
-        config_kwargs=_canonical(_json_object(raw, "config_kwargs")),
-        truncate_dim=truncate_dim,
-        token=token,
-    )
+    return LoadOptions.check(raw, _WHAT, truncate_dim=arguments.optional_positive_int(raw, "truncate_dim"))
 
 
 def encode_options(raw: Mapping[str, Any]) -> EncodeOptions:
@@ -146,12 +95,9 @@ def encode_options(raw: Mapping[str, Any]) -> EncodeOptions:
             f"embed does not accept {', '.join(reserved)}: the engine decides the shape of its results"
         )
     for key in ("prompt", "prompt_name", "task"):
-        if options.get(key) is not None and not isinstance(options[key], str):
-            raise InvalidArgument(f"{key} must be a string, got {options[key]!r}")
+        arguments.optional_str(options, key)
     if "batch_size" in options:
-        size = options["batch_size"]
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidArgument(f"batch_size must be a positive integer, got {size!r}")
+        arguments.positive_int(options, "batch_size")
     if "normalize_embeddings" in options and not isinstance(options["normalize_embeddings"], bool):
         raise InvalidArgument(
             f"normalize_embeddings must be a boolean, got {options['normalize_embeddings']!r}"
@@ -160,7 +106,7 @@ def encode_options(raw: Mapping[str, Any]) -> EncodeOptions:
         raise InvalidArgument(
             f"precision must be one of {', '.join(_PRECISIONS)}, got {options['precision']!r}"
         )
-    return EncodeOptions(_canonical(options))
+    return EncodeOptions(arguments.canonical_json(options, _WHAT))
 
 
 def check_model_kwargs(model: SentenceTransformer, options: EncodeOptions) -> None:
@@ -176,44 +122,12 @@ def check_model_kwargs(model: SentenceTransformer, options: EncodeOptions) -> No
 
 
 def load_model(resolved: ResolvedModel, options: LoadOptions, config: EngineConfig) -> SentenceTransformer:
-    """Load a SentenceTransformer from a resolved location; runs on a worker thread.
-
-    Nothing is downloaded unless resolution chose the hub (which it does only when the configuration allows).
-    """
+    """Load a SentenceTransformer from a resolved location; runs on a worker thread."""
     from sentence_transformers import SentenceTransformer
 
-    model_kwargs = json.loads(options.model_kwargs)
-    for key in _DTYPE_KEYS:
-        if key in model_kwargs:
-            model_kwargs[key] = _dtype(model_kwargs[key])
-    kwargs: dict[str, Any] = {
-        "device": options.device,
-        "trust_remote_code": options.trust_remote_code,
-        "revision": options.revision,
-        "local_files_only": resolved.source != "hub",
-        "model_kwargs": model_kwargs or None,
-        "config_kwargs": json.loads(options.config_kwargs) or None,
-        "truncate_dim": options.truncate_dim,
-    }
-    tokenizer_kwargs = json.loads(options.tokenizer_kwargs)
-    if tokenizer_kwargs:
-        kwargs[_tokenizer_parameter()] = tokenizer_kwargs
-    if options.token is not None:
-        kwargs["token"] = options.token
-    if resolved.source == "hub" and config.hf_cache_dir is not None:
-        kwargs["cache_folder"] = str(config.hf_cache_dir)
-    model = SentenceTransformer(resolved.path, **kwargs)
-    model.eval()
-    if (
-        config.half_precision
-        and options.device is not None
-        and not any(k in model_kwargs for k in _DTYPE_KEYS)
-    ):
-        declared = next((p.dtype for p in model.parameters()), None)
-        dtype = devices.half_dtype(options.device, declared)
-        if dtype is not None and dtype != declared:
-            model.to(dtype)
-    return model
+    return sentence_models.load(
+        SentenceTransformer, resolved, options, config, truncate_dim=options.truncate_dim
+    )
 
 
 def encode(model: SentenceTransformer, texts: list[str], options: EncodeOptions) -> list[list[float]]:
@@ -226,48 +140,3 @@ def encode(model: SentenceTransformer, texts: list[str], options: EncodeOptions)
     if array.ndim != 2 or array.shape[0] != len(texts):
         raise InvalidArgument(f"the model returned embeddings of shape {array.shape} for {len(texts)} texts")
     return array.tolist()
-
-
-@cache
-def _tokenizer_parameter() -> str:
-    """sentence-transformers ≥ 5 renamed ``tokenizer_kwargs`` to ``processor_kwargs`` (the old name warns)."""
-    from sentence_transformers import SentenceTransformer
-
-    parameters = inspect.signature(SentenceTransformer.__init__).parameters
-    return "processor_kwargs" if "processor_kwargs" in parameters else "tokenizer_kwargs"
-
-
-def _dtype(value: Any) -> Any:
-    import torch
-
-    if value == "auto" or isinstance(value, torch.dtype):
-        return value
-    candidate = getattr(torch, value, None) if isinstance(value, str) else None
-    if not isinstance(candidate, torch.dtype):
-        raise InvalidArgument(
-            f"unknown torch dtype {value!r}; use e.g. 'float32', 'float16', 'bfloat16' or 'auto'"
-        )
-    return candidate
-
-
-def _json_object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"{key} must be a JSON object, got {value!r}")
-    return dict(value)
-
-
-def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is not None and not isinstance(value, str):
-        raise InvalidArgument(f"{key} must be a string, got {value!r}")
-    return value
-
-
-def _canonical(value: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"embed kwargs must be plain JSON values: {exc}") from None

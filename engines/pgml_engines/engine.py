@@ -26,14 +26,14 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import arguments, tasks
 from . import chunk as chunking
 from . import embed as embedding
 from . import rank as ranking
 from . import stream as streaming
-from . import tasks
 from . import transform as transforming
 from .batching import Batcher, BatchStats
 from .cache import ModelCache, ModelKey
@@ -58,16 +58,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class EngineStats:
-    """A snapshot of the engine's counters (for tests, metrics and the proxy's introspection).
+@dataclass(frozen=True, kw_only=True)
+class EngineStats(streaming.GenerationCounts):
+    """A snapshot of the engine's counters (for tests, metrics and the proxy's introspection), all in one flat
+    object: generation's (:class:`~pgml_engines.stream.GenerationCounts`) and these.
 
     batches: model calls made by batchers (embed, rank, transform); requests: calls they served; items: inputs
     in them; dropped: requests cancelled before their batch ran; loads/hits/evictions: model cache activity;
     model_bytes: estimated size of the models held; models: how many are held.
-    generations: generate() calls (batched transforms and streams); streams_started / streams_active /
-    streams_stopped: transform_stream generations begun, running now, and ended early by a close or cancel;
-    stream_pieces: rows streams produced; stream_tokens: tokens (generation steps) streams produced.
     """
 
     batches: int
@@ -79,12 +77,6 @@ class EngineStats:
     evictions: int
     model_bytes: int
     models: int
-    generations: int = 0
-    streams_started: int = 0
-    streams_active: int = 0
-    streams_stopped: int = 0
-    stream_pieces: int = 0
-    stream_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +144,7 @@ class Engine:
         with concurrent requests for the same model and encode options.
         """
         key, encode_raw = self._prepare(model, kwargs)
-        texts = _check_texts(texts)
+        texts = arguments.text_array(texts, "embed input")
         encode = embedding.encode_options(encode_raw)
         if not texts:
             return []
@@ -292,25 +284,18 @@ class Engine:
     def stats(self) -> EngineStats:
         cache = self._cache.stats
         batch = self._batch_stats
-        generation = self._generation_stats
-        with generation.lock:
-            return EngineStats(
-                batches=batch.batches,
-                requests=batch.requests,
-                items=batch.items,
-                dropped=batch.dropped,
-                loads=cache.loads,
-                hits=cache.hits,
-                evictions=cache.evictions,
-                model_bytes=cache.bytes,
-                models=len(self._cache.keys()),
-                generations=generation.generations,
-                streams_started=generation.streams_started,
-                streams_active=generation.streams_active,
-                streams_stopped=generation.streams_stopped,
-                stream_pieces=generation.stream_pieces,
-                stream_tokens=generation.stream_tokens,
-            )
+        return EngineStats(
+            batches=batch.batches,
+            requests=batch.requests,
+            items=batch.items,
+            dropped=batch.dropped,
+            loads=cache.loads,
+            hits=cache.hits,
+            evictions=cache.evictions,
+            model_bytes=cache.bytes,
+            models=len(self._cache.keys()),
+            **asdict(self._generation_stats.snapshot()),
+        )
 
     def loaded_models(self) -> list[ModelKey]:
         """Keys of the models held now, least recently used first."""
@@ -668,8 +653,7 @@ class Engine:
         return model
 
     def _model(self, key: ModelKey) -> Any:
-        if self._closed:
-            raise EngineFailure("the engine is closed")
+        self._check_open()
         return self._cache.get(key, lambda: self._load(key))
 
     def _load(self, key: ModelKey) -> Any:
@@ -686,16 +670,6 @@ class Engine:
     def _check_open(self) -> None:
         if self._closed:
             raise EngineFailure("the engine is closed")
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InvalidArgument("embed inputs must be a sequence of strings")
-    checked = list(texts)
-    for position, text in enumerate(checked, 1):
-        if not isinstance(text, str):
-            raise InvalidArgument(f"embed input {position} must be text, got {type(text).__name__}")
-    return checked
 
 
 def _stream_inputs(task: str | None, inputs: Any) -> tuple[tasks.InputKind, list[Any]]:

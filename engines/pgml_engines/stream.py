@@ -23,7 +23,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 QUEUE_ROWS = 16
 
 
-@dataclass
-class GenerationStats:
-    """Counters for generation, updated from worker and streaming threads (hence the lock).
+@dataclass(frozen=True)
+class GenerationCounts:
+    """Generation's counters at one moment.
 
     generations: generate() calls (batches and streams); streams_started / streams_active / streams_stopped:
     streams begun, running now, and stopped early by a close or cancel; stream_pieces: rows handed to streams'
@@ -50,12 +50,25 @@ class GenerationStats:
     streams_stopped: int = 0
     stream_pieces: int = 0
     stream_tokens: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+class GenerationStats:
+    """Generation's live counters, updated from worker and streaming threads (hence the lock); each update makes
+    a new :class:`GenerationCounts`, so a snapshot is never half updated."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = GenerationCounts()
 
     def add(self, **counts: int) -> None:
-        with self.lock:
-            for name, count in counts.items():
-                setattr(self, name, getattr(self, name) + count)
+        with self._lock:
+            now = self._counts
+            self._counts = replace(
+                now, **{name: getattr(now, name) + count for name, count in counts.items()}
+            )
+
+    def snapshot(self) -> GenerationCounts:
+        return self._counts
 
 
 class StopOnEvent:

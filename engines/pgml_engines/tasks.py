@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-from . import devices
+from . import arguments, devices
 from .errors import InvalidArgument
 
 #: Names Hugging Face accepts for a task, mapped to the one this module uses.
@@ -100,6 +100,9 @@ _TASK_KEYS = frozenset(
 )
 #: Keys PostgresML's quantized (GGUF/GGML) backends read; meaningless for transformers models, so dropped.
 _IGNORED_TASK_KEYS = frozenset({"model_type", "model_file", "framework", "batch_size", "num_workers"})
+
+#: How error messages name this function's arguments.
+_WHAT = "transform arguments"
 
 JSONB_INPUTS_ERROR = "ARRAY[]::JSONB inputs for transform should only be used with a conversational task"
 
@@ -227,15 +230,9 @@ def task_of_architectures(architectures: Sequence[str]) -> str | None:
 
 def load_options(raw: Mapping[str, Any]) -> TransformLoadOptions:
     """The load options of a task dict, checked and canonical (the device is resolved: it is part of the key)."""
-    trust = raw.get("trust_remote_code", False)
-    if not isinstance(trust, bool):
-        raise InvalidArgument(f"trust_remote_code must be a boolean, got {trust!r}")
-    revision = raw.get("revision")
-    if revision is not None and not isinstance(revision, str):
-        raise InvalidArgument(f"revision must be a string, got {revision!r}")
-    token = raw.get("token", raw.get("use_auth_token"))
-    if token is not None and not isinstance(token, str | bool):
-        raise InvalidArgument("token must be a string or a boolean")
+    trust = arguments.flag(raw, "trust_remote_code")
+    revision = arguments.optional_str(raw, "revision")
+    token = arguments.token(raw.get("token", raw.get("use_auth_token")))
     use_fast = raw.get("use_fast")
     if use_fast is not None and not isinstance(use_fast, bool):
         raise InvalidArgument(f"use_fast must be a boolean, got {use_fast!r}")
@@ -244,43 +241,27 @@ def load_options(raw: Mapping[str, Any]) -> TransformLoadOptions:
         raise InvalidArgument("torch_dtype and dtype disagree; give one of them")
     dtype = dtypes[0] if dtypes else None
     if dtype is not None:
-        check_dtype(dtype)
+        arguments.check_dtype(dtype)
     device_map = raw.get("device_map")
     if device_map is not None and not isinstance(device_map, str | Mapping):
         raise InvalidArgument(f"device_map must be a string or a JSON object, got {device_map!r}")
     device = _device(raw.get("device"), device_map is not None)
 
-    model_kwargs = _json_object(raw, "model_kwargs")
+    model_kwargs = arguments.json_object(raw, "model_kwargs")
     for key, value in raw.items():
         if key not in _TASK_KEYS and key not in _IGNORED_TASK_KEYS:
             model_kwargs[key] = value
     return TransformLoadOptions(
         device=device,
-        device_map=None if device_map is None else canonical_json(device_map),
+        device_map=None if device_map is None else arguments.canonical_json(device_map, _WHAT),
         dtype=dtype,
         trust_remote_code=trust,
         revision=revision,
         use_fast=use_fast,
-        model_kwargs=canonical_json(model_kwargs),
-        tokenizer_kwargs=canonical_json(_json_object(raw, "tokenizer_kwargs")),
+        model_kwargs=arguments.canonical_json(model_kwargs, _WHAT),
+        tokenizer_kwargs=arguments.canonical_json(arguments.json_object(raw, "tokenizer_kwargs"), _WHAT),
         token=token,
     )
-
-
-def check_dtype(value: Any) -> None:
-    """Refuse a dtype name torch does not have (converted when loading, on the worker thread)."""
-    if value == "auto":
-        return
-    if not isinstance(value, str) or not re.fullmatch(r"(torch\.)?[a-z0-9_]+", value):
-        raise InvalidArgument(
-            f"unknown torch dtype {value!r}; use e.g. 'float32', 'float16', 'bfloat16' or 'auto'"
-        )
-    import torch  # already imported by the Engine at startup
-
-    if not isinstance(getattr(torch, value.removeprefix("torch."), None), torch.dtype):
-        raise InvalidArgument(
-            f"unknown torch dtype {value!r}; use e.g. 'float32', 'float16', 'bfloat16' or 'auto'"
-        )
 
 
 def _device(value: Any, has_device_map: bool) -> str | None:
@@ -453,7 +434,7 @@ def prepare_args(task: str, args: Mapping[str, Any] | None) -> tuple[CallArgs, l
     raw = {key: value for key, value in args.items() if key not in _IGNORED_ARGS}
     if task in GENERATION_TASKS:
         canonical, warnings = _generation_args(task, raw)
-        return CallArgs(task, canonical_json(canonical)), warnings
+        return CallArgs(task, arguments.canonical_json(canonical, _WHAT)), warnings
     # transformers 4's spelling (gone in 5) of "every label's score": top_k null.
     if task == "text-classification" and raw.pop("return_all_scores", None) is True:
         raw.setdefault("top_k", None)
@@ -464,7 +445,7 @@ def prepare_args(task: str, args: Mapping[str, Any] | None) -> tuple[CallArgs, l
             f"unknown argument(s) {', '.join(unknown)} for task {task}; it accepts: {', '.join(sorted(accepted))}"
         )
     _check_task_args(task, raw)
-    return CallArgs(task, canonical_json(raw)), []
+    return CallArgs(task, arguments.canonical_json(raw, _WHAT)), []
 
 
 def _check_task_args(task: str, raw: dict[str, Any]) -> None:
@@ -478,7 +459,7 @@ def _check_task_args(task: str, raw: dict[str, Any]) -> None:
         "max_length",
     ):
         if key in raw and not (key == "top_k" and raw[key] is None and task == "text-classification"):
-            _positive_int(raw, key)
+            arguments.positive_int(raw, key)
     for key in ("multi_label", "handle_impossible_answer", "align_to_words"):
         if key in raw and not isinstance(raw[key], bool):
             raise InvalidArgument(f"{key} must be a boolean, got {raw[key]!r}")
@@ -582,7 +563,7 @@ def _generation_args(task: str, raw: dict[str, Any]) -> tuple[dict[str, Any], li
 
     for key in ("max_new_tokens", "num_return_sequences", "num_beams", "max_length"):
         if key in generate:
-            _positive_int(generate, key)
+            arguments.positive_int(generate, key)
     for key in ("min_new_tokens", "min_length", "top_k", "no_repeat_ngram_size"):
         if key in generate and generate[key] is not None:
             _non_negative_int(generate, key)
@@ -654,29 +635,7 @@ def _validate_generation_config(generate: dict[str, Any]) -> None:
         quiet.setLevel(level)
 
 
-def _positive_int(raw: Mapping[str, Any], key: str) -> None:
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgument(f"{key} must be a positive integer, got {value!r}")
-
-
 def _non_negative_int(raw: Mapping[str, Any], key: str) -> None:
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument(f"{key} must be a non-negative integer, got {value!r}")
-
-
-def _json_object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"{key} must be a JSON object, got {value!r}")
-    return dict(value)
-
-
-def canonical_json(value: Any) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"transform arguments must be plain JSON values: {exc}") from None

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 SEED = 1234
 """Every builder seeds torch with this (in a forked RNG, so callers' random state is left alone)."""
@@ -143,40 +142,37 @@ def build_causal_lm(folder: Path, *, chat_template: bool = True) -> Path:
     scores tokens that begin a word (and EOS), so what it writes is words separated by spaces, the way a
     real model's text streams in pieces.
     """
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     pad, bos, eos, unk = CAUSAL_SPECIAL_TOKENS
-    raw = _train_byte_level_bpe(CAUSAL_SPECIAL_TOKENS)
     # A BOS in front of every encoding, as Llama tokenizers do; generation pipelines rely on add_special_tokens.
-    _add_template(raw, single=f"{bos} $A", pair=f"{bos} $A {bos} $B", specials=(bos,))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+    tokenizer = _byte_level_tokenizer(
+        CAUSAL_SPECIAL_TOKENS,
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B",
+        template_tokens=(bos,),
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
         unk_token=unk,
-        model_max_length=MAX_LENGTH,
     )
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
-    ids = {name: raw.token_to_id(name) for name in (pad, bos, eos)}
+    ids = _special_ids(tokenizer)
     config = LlamaConfig(
-        vocab_size=raw.get_vocab_size(),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=MAX_LENGTH,
-        pad_token_id=ids[pad],
-        bos_token_id=ids[bos],
-        eos_token_id=ids[eos],
         tie_word_embeddings=False,
+        **ids,
     )
-    generation = GenerationConfig(
-        bos_token_id=ids[bos], eos_token_id=ids[eos], pad_token_id=ids[pad], do_sample=False
-    )
-    silent = [i for token, i in raw.get_vocab().items() if not token.startswith("Ġ") and i != ids[eos]]
+    generation = GenerationConfig(**ids, do_sample=False)
+    eos_id = ids["eos_token_id"]
+    silent = [i for token, i in tokenizer.get_vocab().items() if not token.startswith("Ġ") and i != eos_id]
 
     def make() -> PreTrainedModel:
         import torch
@@ -192,18 +188,14 @@ def build_causal_lm(folder: Path, *, chat_template: bool = True) -> Path:
 def build_seq2seq(folder: Path) -> Path:
     """A tiny BartForConditionalGeneration with a byte-level BPE tokenizer (Bart's own kind, so no sentencepiece
     model is needed); ``decoder_start_token_id`` is set so ``generate()`` works straight away."""
-    from transformers import (
-        BartConfig,
-        BartForConditionalGeneration,
-        GenerationConfig,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 
     bos, pad, eos, unk, mask = BART_SPECIAL_TOKENS
-    raw = _train_byte_level_bpe(BART_SPECIAL_TOKENS)
-    _add_template(raw, single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}", specials=(bos, eos))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+    tokenizer = _byte_level_tokenizer(
+        BART_SPECIAL_TOKENS,
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        template_tokens=(bos, eos),
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
@@ -211,11 +203,12 @@ def build_seq2seq(folder: Path) -> Path:
         mask_token=mask,
         sep_token=eos,
         cls_token=bos,
-        model_max_length=MAX_LENGTH,
     )
-    ids = {name: raw.token_to_id(name) for name in (bos, pad, eos)}
+    ids = _special_ids(tokenizer)
+    # Bart starts decoding from EOS, and ends with it.
+    ids |= {"decoder_start_token_id": ids["eos_token_id"], "forced_eos_token_id": ids["eos_token_id"]}
     config = BartConfig(
-        vocab_size=raw.get_vocab_size(),
+        vocab_size=len(tokenizer),
         d_model=32,
         encoder_layers=2,
         decoder_layers=2,
@@ -224,21 +217,9 @@ def build_seq2seq(folder: Path) -> Path:
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
         max_position_embeddings=MAX_LENGTH,
-        pad_token_id=ids[pad],
-        bos_token_id=ids[bos],
-        eos_token_id=ids[eos],
-        decoder_start_token_id=ids[eos],  # Bart starts decoding from EOS
-        forced_eos_token_id=ids[eos],
+        **ids,
     )
-    generation = GenerationConfig(
-        bos_token_id=ids[bos],
-        eos_token_id=ids[eos],
-        pad_token_id=ids[pad],
-        decoder_start_token_id=ids[eos],
-        forced_eos_token_id=ids[eos],
-        max_length=64,
-        do_sample=False,
-    )
+    generation = GenerationConfig(**ids, max_length=64, do_sample=False)
     return _save(folder, lambda: BartForConditionalGeneration(config), tokenizer, generation)
 
 
@@ -317,10 +298,17 @@ def _bert_tokenizer() -> Any:
     return BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=MAX_LENGTH)
 
 
-def _train_byte_level_bpe(special_tokens: Sequence[str]) -> Tokenizer:
-    """Byte-level BPE: any text encodes (no unknown tokens) and decoding restores the spaces, which streaming
-    code needs to split generated text at word boundaries."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _byte_level_tokenizer(
+    special_tokens: Sequence[str], *, single: str, pair: str, template_tokens: Sequence[str], **roles: str
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE learnt from :data:`CORPUS`: any text encodes (no unknown tokens) and decoding restores the
+    spaces, which streaming code needs to split generated text at word boundaries.
+
+    ``special_tokens`` come first in the vocabulary, in this order; ``single`` and ``pair`` are the post-processor
+    templates (with ``template_tokens`` in them); ``roles`` name the special tokens (``bos_token=...``).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -332,15 +320,21 @@ def _train_byte_level_bpe(special_tokens: Sequence[str]) -> Tokenizer:
         show_progress=False,
     )
     raw.train_from_iterator(CORPUS, trainer)
-    return raw
-
-
-def _add_template(raw: Tokenizer, *, single: str, pair: str, specials: Sequence[str]) -> None:
-    from tokenizers import processors
-
     raw.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[(token, raw.token_to_id(token)) for token in specials]
+        single=single,
+        pair=pair,
+        special_tokens=[(token, raw.token_to_id(token)) for token in template_tokens],
     )
+    return PreTrainedTokenizerFast(tokenizer_object=raw, model_max_length=MAX_LENGTH, **roles)
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The ids model and generation configs name their special tokens by (``bos_token_id=...``)."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def _save(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import arguments
 from .config import EngineConfig
 from .errors import InvalidArgument
 from .resolve import ResolvedModel
@@ -121,10 +122,12 @@ def load_model(
     model_config = transformers.AutoConfig.from_pretrained(resolved.path, **common)
     model_kwargs: dict[str, Any] = json.loads(options.model_kwargs)
     if options.dtype is not None:
-        model_kwargs["dtype"] = _dtype(options.dtype)
+        model_kwargs["dtype"] = arguments.torch_dtype(options.dtype)
     elif options.device is not None and options.device.startswith("cuda") and config.half_precision:
         declared = getattr(model_config, "dtype", None) or getattr(model_config, "torch_dtype", None)
-        model_kwargs["dtype"] = _half_dtype(_dtype(declared) if isinstance(declared, str) else declared)
+        model_kwargs["dtype"] = _half_dtype(
+            arguments.torch_dtype(declared) if isinstance(declared, str) else declared
+        )
     elif options.device_map is None:
         model_kwargs["dtype"] = torch.float32
     if options.device_map is not None:
@@ -173,14 +176,6 @@ def _common_kwargs(
     if resolved.source == "hub" and config.hf_cache_dir is not None:
         kwargs["cache_dir"] = str(config.hf_cache_dir)
     return kwargs
-
-
-def _dtype(value: Any) -> Any:
-    import torch
-
-    if value == "auto" or isinstance(value, torch.dtype):
-        return value
-    return getattr(torch, str(value).removeprefix("torch."))
 
 
 # --- one batch ------------------------------------------------------------------------------------------------
@@ -234,6 +229,14 @@ def _run_pipeline(tm: TransformModel, task: str, kwargs: dict[str, Any], items: 
         for position, text in enumerate(items, 1):
             if mask is None or mask not in text:
                 raise InvalidArgument(f"fill-mask input {position} has no mask token {mask}")
+    # A row longer than the model takes is classified from what fits, not refused with a tensor error.
+    if task == "text-classification":
+        kwargs = {"truncation": True, **kwargs}
+    elif task == "fill-mask":
+        kwargs = {
+            **kwargs,
+            "tokenizer_kwargs": {"truncation": True, **(kwargs.get("tokenizer_kwargs") or {})},
+        }
     with tm.lock:
         results = pipe(list(items), batch_size=len(items), num_workers=0, **kwargs)
     if task == "fill-mask" and len(items) == 1:
@@ -259,7 +262,7 @@ def _pipeline(tm: TransformModel, task: str) -> Any:
 def _feature_extraction(tm: TransformModel, kwargs: dict[str, Any], items: list[str]) -> list[Any]:
     """The feature-extraction pipeline's ``[1][tokens][hidden]`` per input, in one padded forward pass; each
     input keeps only its own tokens (the pipeline, batched, would return the padding's states too)."""
-    tokenize = dict(kwargs.get("tokenize_kwargs") or {})
+    tokenize = {"truncation": True, **(kwargs.get("tokenize_kwargs") or {})}  # long rows: what fits
     if "truncation" in kwargs:
         tokenize["truncation"] = kwargs["truncation"]
     with tm.lock:
@@ -502,6 +505,8 @@ def plan_generation(
         tokenize: dict[str, Any] = {"padding": True, "return_tensors": "pt", "add_special_tokens": special}
         if "truncation" in options:
             tokenize["truncation"] = options["truncation"]
+        elif is_encoder_decoder:  # a long document is summarized from what fits, as a row may be long
+            tokenize["truncation"] = True
         saved_src = None
         if options.get("src_lang") is not None and hasattr(tokenizer, "src_lang"):
             saved_src, tokenizer.src_lang = tokenizer.src_lang, options["src_lang"]

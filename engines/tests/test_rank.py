@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pgml_engines import Engine, EngineConfig, InvalidArgument, ModelNotFound, NotAllowed, notices, testing
-from pgml_engines.cache import ModelKey
+from pgml_engines import Engine, InvalidArgument, ModelNotFound, NotAllowed, testing
 
 QUERY = "What is the capital of France?"
 DOCUMENTS = [
@@ -28,13 +25,6 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     testing.build_cross_encoder(folder / "cross-encoder")
     testing.build_text_classifier(folder / "two-labels")
     return folder
-
-
-@pytest.fixture(scope="module")
-def engine(zoo: Path) -> Iterator[Engine]:
-    shared = Engine(EngineConfig(search_dirs=(zoo,)))
-    yield shared
-    shared.close()
 
 
 async def test_rows_are_sorted_by_score_like_cross_encoder_rank(zoo: Path, engine: Engine) -> None:
@@ -120,21 +110,10 @@ async def test_load_options_key_a_separate_copy(engine: Engine) -> None:
     assert {key.options.max_length for key in keys} == {None, 16}
 
 
-async def test_a_slow_cross_encoder_load_tells_the_client(zoo: Path) -> None:
-    fresh = Engine(EngineConfig(search_dirs=(zoo,)))
-    original = fresh._load
-
-    def slow(key: ModelKey) -> Any:
-        time.sleep(1.2)
-        return original(key)
-
-    fresh._load = slow  # type: ignore[method-assign]
-    received: list[tuple[str, str]] = []
-    notices.SINK.set(lambda severity, message: received.append((severity, message)))
-    try:
-        await fresh.rank("cross-encoder", QUERY, DOCUMENTS, {})
-    finally:
-        fresh.close()
-    assert [severity for severity, _ in received] == ["NOTICE", "NOTICE"]
-    assert received[0][1] == "loading model cross-encoder …"
-    assert received[1][1].startswith("model cross-encoder loaded in ")
+async def test_a_slow_cross_encoder_load_tells_the_client(
+    slow_loading_engine: Engine, client_notices: list[tuple[str, str]]
+) -> None:
+    await slow_loading_engine.rank("cross-encoder", QUERY, DOCUMENTS, {})
+    assert [severity for severity, _ in client_notices] == ["NOTICE", "NOTICE"]
+    assert client_notices[0][1] == "loading model cross-encoder …"
+    assert client_notices[1][1].startswith("model cross-encoder loaded in ")

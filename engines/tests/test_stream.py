@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,6 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     testing.build_causal_lm(folder / "text-generation")
     testing.build_seq2seq(folder / "text2text-generation")
     return folder
-
-
-@pytest.fixture(scope="module")
-def engine(zoo: Path) -> Iterator[Engine]:
-    shared = Engine(EngineConfig(search_dirs=(zoo,)))
-    yield shared
-    shared.close()
 
 
 async def rows_of(stream: AsyncIterator[list[str]]) -> list[list[str]]:

@@ -11,15 +11,12 @@ import json
 import logging
 import math
 import re
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from pgml_engines import Engine, EngineConfig, InvalidArgument, ModelNotFound, NotAllowed, notices, testing
-from pgml_engines.cache import ModelKey
+from pgml_engines import Engine, EngineConfig, InvalidArgument, ModelNotFound, NotAllowed, testing
 from pgml_engines.resolve import ModelResolver
 from pgml_engines.tasks import CallArgs, load_options, prepare_args
 from pgml_engines.transform import load_model, plan_generation, to_json
@@ -38,22 +35,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def engine(zoo: Path) -> Iterator[Engine]:
-    shared = Engine(EngineConfig(search_dirs=(zoo,)))
-    yield shared
-    shared.close()
-
-
 def task(name: str, model: str, **extra: Any) -> dict[str, Any]:
     return {"task": name, "model": model, **extra}
-
-
-def collect_notices() -> list[tuple[str, str]]:
-    """Install a notice sink in the current task's context (as the proxy does per session)."""
-    received: list[tuple[str, str]] = []
-    notices.SINK.set(lambda severity, message: received.append((severity, message)))
-    return received
 
 
 def assert_plain_json(value: Any) -> None:
@@ -365,15 +348,16 @@ async def test_unknown_generation_arguments_are_named(engine: Engine) -> None:
         )
 
 
-async def test_penalties_are_ignored_with_a_warning(engine: Engine) -> None:
-    received = collect_notices()
+async def test_penalties_are_ignored_with_a_warning(
+    engine: Engine, client_notices: list[tuple[str, str]]
+) -> None:
     result = await engine.transform(
         task("text-generation", "text-generation"),
         {"max_tokens": 2, "presence_penalty": 0.5, "frequency_penalty": 0.1},
         ["Paris"],
     )
     assert len(result[0]) == 1
-    warnings = [message for severity, message in received if severity == "WARNING"]
+    warnings = [message for severity, message in client_notices if severity == "WARNING"]
     assert any("presence_penalty" in m for m in warnings) and any("frequency_penalty" in m for m in warnings)
 
 
@@ -546,36 +530,27 @@ async def test_concurrent_generations_with_equal_arguments_share_one_generate(en
         assert sequence["generated_text"].startswith(prompt)
 
 
-async def test_a_slow_load_tells_the_client(zoo: Path, caplog: pytest.LogCaptureFixture) -> None:
-    fresh = Engine(EngineConfig(search_dirs=(zoo,)))
-    original = fresh._load
-
-    def slow(key: ModelKey) -> Any:
-        time.sleep(1.2)
-        return original(key)
-
-    fresh._load = slow  # type: ignore[method-assign]
-    received = collect_notices()
-    try:
-        with caplog.at_level(logging.INFO, logger="pgml_engines"):
-            await fresh.transform(task("text-classification", "text-classification"), {}, ["x"])
-            await fresh.transform(task("text-classification", "text-classification"), {}, ["again"])
-    finally:
-        fresh.close()
-    assert received[0] == ("NOTICE", "loading model text-classification …")
-    assert received[1][0] == "NOTICE"
-    assert re.fullmatch(r"model text-classification loaded in \d+\.\d s", received[1][1])
-    assert len(received) == 2  # the second call found the model loaded
+async def test_a_slow_load_tells_the_client(
+    slow_loading_engine: Engine, client_notices: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="pgml_engines"):
+        await slow_loading_engine.transform(task("text-classification", "text-classification"), {}, ["x"])
+        await slow_loading_engine.transform(task("text-classification", "text-classification"), {}, ["again"])
+    assert client_notices[0] == ("NOTICE", "loading model text-classification …")
+    assert client_notices[1][0] == "NOTICE"
+    assert re.fullmatch(r"model text-classification loaded in \d+\.\d s", client_notices[1][1])
+    assert len(client_notices) == 2  # the second call found the model loaded
     logged = [r.getMessage() for r in caplog.records if r.name == "pgml_engines.engine"]
     assert "loading model text-classification …" in logged
     assert any(re.fullmatch(r"model text-classification loaded in \d+\.\d s", m) for m in logged)
 
 
-async def test_a_fast_load_is_only_logged(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
-    received = collect_notices()
+async def test_a_fast_load_is_only_logged(
+    engine: Engine, client_notices: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="pgml_engines"):
         await engine.transform(task("text-classification", "token-classification"), {}, ["x"])
-    assert received == []
+    assert client_notices == []
     assert any(r.getMessage().startswith("model token-classification loaded in") for r in caplog.records)
 
 

@@ -99,14 +99,23 @@ class Interceptor:
         self.registry = registry
         self._engine_config = engine_config
         self._engine: Engine | None = None
-        self._engine_lock = asyncio.Lock()
+        self._starting: asyncio.Future[Engine] | None = None
         self._analyses: dict[str, list[StatementAnalysis]] = {}
 
     async def engine(self) -> Engine:
-        """Started on first use, off the event loop: importing torch takes seconds."""
-        async with self._engine_lock:
-            if self._engine is None:
-                self._engine = await asyncio.to_thread(Engine, self._engine_config)
+        """Started on first use, off the event loop: importing torch takes seconds.
+
+        Started once: a statement cancelled while it waits leaves the start running for the next one
+        (two threads importing transformers at once can break its lazy imports).
+        """
+        if self._engine is not None:
+            return self._engine
+        starting = self._starting
+        if starting is None or (
+            starting.done() and (starting.cancelled() or starting.exception() is not None)
+        ):
+            self._starting = asyncio.ensure_future(asyncio.to_thread(Engine, self._engine_config))
+        self._engine = await asyncio.shield(self._starting)
         return self._engine
 
     def close(self) -> None:
