@@ -110,3 +110,12 @@ def nlp_proxy(upstream: Upstream, tiny_models: Path) -> Iterator[ProxyProcess]:
     process = start_proxy(upstream.socket_dsn, "--models-dir", str(tiny_models))
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def nlp_conn(nlp_proxy: ProxyProcess) -> Iterator[Any]:
+    """One autocommit psycopg connection to ``nlp_proxy`` per module; each test leaves it usable."""
+    import psycopg
+
+    with psycopg.connect(nlp_proxy.url(), autocommit=True) as connection:
+        yield connection

@@ -8,7 +8,7 @@ rows; columns ``corpus_id`` int8, ``score`` float8, ``text`` text (§6.2).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from tests.support.failures import assert_fails_cleanly
 from tests.support.servers import ProxyProcess, run_psql
 from tests.support.tables import scratch_table
 
@@ -33,9 +34,8 @@ RANK = "SELECT * FROM pgml.rank('cross-encoder', %s, %s::text[], %s::jsonb)"
 
 
 @pytest.fixture(scope="module")
-def conn(nlp_proxy: ProxyProcess) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(nlp_proxy.url(), autocommit=True) as connection:
-        yield connection
+def conn(nlp_conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    return nlp_conn
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,6 @@ def rank(
     assert cursor.description is not None
     assert [(c.name, c.type_code) for c in cursor.description] == COLUMNS
     return cursor.fetchall()
-
-
-def assert_usable(conn: psycopg.Connection[Any]) -> None:
-    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
@@ -295,16 +291,7 @@ def test_a_null_argument_gives_no_rows(conn: psycopg.Connection[Any]) -> None:
 def test_bad_calls_are_clear_errors_and_the_session_goes_on(
     nlp_proxy: ProxyProcess, conn: psycopg.Connection[Any], sql: str, error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=message):
-        conn.execute(sql)
-    assert_usable(conn)
-    with psycopg.connect(nlp_proxy.url()) as block:
-        block.execute("SELECT 1")  # inside a transaction block
-        with pytest.raises(error):
-            block.execute(sql)
-        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
-            block.execute("SELECT 1")
-        block.rollback()
+    with assert_fails_cleanly(nlp_proxy.url(), conn, sql, error, message) as block:
         assert len(rank(block, "q", ["a", "b"])) == 2
 
 

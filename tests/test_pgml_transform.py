@@ -23,6 +23,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.conftest import Upstream
+from tests.support.failures import assert_fails_cleanly, assert_usable
 from tests.support.servers import ProxyProcess, run_psql
 from tests.support.tables import scratch_table
 
@@ -59,10 +60,8 @@ TRANSFORM = "SELECT pgml.transform(%s::jsonb, %s::jsonb, %s::text[])"
 
 
 @pytest.fixture(scope="module")
-def conn(nlp_proxy: ProxyProcess) -> Iterator[psycopg.Connection[Any]]:
-    """One autocommit connection for the tests that only read; each test leaves it usable."""
-    with psycopg.connect(nlp_proxy.url(), autocommit=True) as connection:
-        yield connection
+def conn(nlp_conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    return nlp_conn
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +93,6 @@ def transform(
 def plain(value: Any) -> Any:
     """A pipeline's output as JSON would carry it (numpy scalars become Python numbers)."""
     return json.loads(json.dumps(value, default=float))
-
-
-def assert_usable(conn: psycopg.Connection[Any]) -> None:
-    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 # --- every task's shape (§5.2), checked against the pipeline in this process -------------------------------------
@@ -770,17 +765,7 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(conn: psycopg.Connect
 def test_bad_calls_are_clear_errors_and_the_session_goes_on(
     nlp_proxy: ProxyProcess, conn: psycopg.Connection[Any], sql: str, error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=message):
-        conn.execute(sql)
-    assert_usable(conn)
-    with psycopg.connect(nlp_proxy.url()) as block:
-        block.execute("SELECT 1")  # inside a transaction block
-        with pytest.raises(error):
-            block.execute(sql)
-        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
-            block.execute("SELECT 1")
-        block.rollback()
-        assert_usable(block)
+    with assert_fails_cleanly(nlp_proxy.url(), conn, sql, error, message) as block:
         assert transform(block, CLASSIFY, {}, ["after"])[0]["label"] in ("NEGATIVE", "POSITIVE")
 
 
