@@ -3,7 +3,8 @@
 The parts, from the model outwards:
 - :class:`PieceStreamer` receives each step's token ids from ``generate()`` (the transformers streamer protocol:
   ``put(ids)``, ``end()``), decodes every sequence's new tokens so far (the whole prefix each time, so byte-level
-  BPE characters split over tokens come out whole) and cuts the text into pieces that start at whitespace;
+  BPE characters split over tokens come out whole) and hands out each step's new text at once, cut where
+  whitespace starts;
 - :class:`PieceChannel` carries rows of pieces to the event loop in a bounded queue: while the client does not
   read, the generating thread blocks (back-pressure) — but always wakes up when the stream is closed, so a close
   never deadlocks and the thread is freed;
@@ -165,9 +166,9 @@ class PieceStreamer:
 
     generate() calls ``put`` first with the prompt (skipped), then once per step with one token per sequence,
     and ``end`` when it is done. Each sequence's new ids are decoded as a whole every step and compared with
-    what was emitted: text still ending in an incomplete character (U+FFFD) waits for the next token. Text is
-    emitted in pieces that begin where a run of whitespace begins (``"I'm"``, ``" so"``, ``" glad"``); the last
-    piece waits for the next boundary, or the end.
+    what was emitted: text still ending in an incomplete character (U+FFFD) waits for the next token. New text
+    goes out at once, as one piece per step, cut further where a run of whitespace begins inside it: a word
+    of two tokens is two pieces (``"I"``, ``"'m"``, ``" so"``, ``" glad"``, as in the contract's example).
     """
 
     def __init__(
@@ -222,13 +223,14 @@ class PieceStreamer:
         self._send(pieces, final=True)
 
     def _complete_pieces(self, index: int) -> list[str]:
+        """The text new since the last step, at once (the first token reaches the client with no delay),
+        cut where a whitespace run starts inside it."""
         text, start = self._text[index], self._emitted[index]
-        boundaries = [i for i in range(start + 1, len(text)) if _starts_piece(text, i)]
-        if not boundaries:
+        if len(text) <= start:
             return []
-        cuts = [start, *boundaries]
-        self._emitted[index] = boundaries[-1]
-        return [text[a:b] for a, b in itertools.pairwise(cuts)]
+        boundaries = [i for i in range(start + 1, len(text)) if _starts_piece(text, i)]
+        self._emitted[index] = len(text)
+        return [text[a:b] for a, b in itertools.pairwise([start, *boundaries, len(text)])]
 
     def _send(self, pieces: list[list[str]], *, final: bool) -> None:
         for k in range(max((len(p) for p in pieces), default=0)):

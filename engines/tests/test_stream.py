@@ -239,7 +239,7 @@ class _Tokens:
         return self.ids
 
 
-async def test_the_streamer_cuts_at_whitespace_and_waits_for_whole_characters() -> None:
+async def test_the_streamer_hands_out_each_token_at_once_but_waits_for_whole_characters() -> None:
     vocabulary = {1: "I", 2: "'m", 3: " so", 4: " gl", 5: "ad", 6: "\n\n", 7: "é"}
 
     def decode(ids: list[int]) -> str:
@@ -257,7 +257,7 @@ async def test_the_streamer_cuts_at_whitespace_and_waits_for_whole_characters() 
     rows = []
     while (item := await channel.get())[0] == "row":
         rows.append(item[1][0])
-    assert rows == ["I'm", " so", " glad", "\n\né", " so"]
+    assert rows == ["I", "'m", " so", " gl", "ad", "\n\n", "é", " so"]
     assert streamer.steps == 8
 
 
