@@ -228,3 +228,14 @@ async def test_asyncpg_fetch_from_a_cursor_declared_in_sql(nlp_proxy: ProxyProce
         await conn.close()
     assert [r[0] for r in first] == [r[0] for r in whole[:3]]
     assert [r[0] for r in rest] == [r[0] for r in whole[4:]]
+
+
+def test_discard_all_closes_cursors_and_forgets_prepared_streams(nlp_proxy: ProxyProcess) -> None:
+    sql = "SELECT pgml.transform_stream(%s::jsonb, %s::jsonb, %s)"
+    with psycopg.connect(nlp_proxy.url(), autocommit=True) as conn:
+        before = conn.execute(sql, (TASK, SHORT, PROMPT), prepare=True).fetchall()
+        conn.execute(f"DECLARE h CURSOR WITH HOLD FOR {STREAM}")
+        conn.execute("DISCARD ALL")
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            conn.execute("FETCH 1 FROM h")
+        assert conn.execute(sql, (TASK, SHORT, PROMPT), prepare=True).fetchall() == before

@@ -191,7 +191,7 @@ class StreamPortals(Interception):
         self.server.spawn(stream.rows.close(), "closing a stream")  # type: ignore[attr-defined]
 
     def close_streams(self) -> None:
-        """The session ends: stop every generation it started."""
+        """Stop every generation this session started (it ends, or DISCARD ALL)."""
         for stream in [
             *self._cursors.values(),
             *(p.stream for p in self._stream_portals.values() if p.stream),
@@ -204,6 +204,11 @@ class StreamPortals(Interception):
 
     async def _run_query(self, query: bytes) -> None:
         sql = query[:-1].decode()
+        if self._stream_statements or self._cursors:
+            session = self.server.interceptor.session_command(sql)  # type: ignore[attr-defined]
+            if session is not None and self._session_command(session.kind, session.name):
+                await self._answer_alone("DEALLOCATE")
+                return
         command = self._cursor_command(sql) if self._cursors else None
         plan = (
             self.server.interceptor.stream_plan(sql)  # type: ignore[attr-defined]
@@ -239,6 +244,27 @@ class StreamPortals(Interception):
             await failing_with(run(), self._fail_statement)
         except SideQueryFailed as failure:
             self._answer_from_side(failure.result)
+
+    def _session_command(self, kind: str, name: str | None) -> bool:
+        """DISCARD ALL closes this session's cursors and forgets its streaming statements, as it does the
+        server's; DEALLOCATE forgets them too. True when the proxy answers (a DEALLOCATE of its own)."""
+        if kind == "discard":
+            self.close_streams()
+            for statement in list(self._stream_statements):
+                self._forget_statement(statement)
+        elif kind == "deallocate" and name is None:
+            for statement in list(self._stream_statements):
+                self._forget_statement(statement)
+        elif kind == "deallocate" and name in self._stream_statements:
+            self._forget_statement(name)
+            return True
+        self._track_streams()
+        return False
+
+    async def _answer_alone(self, tag: str) -> None:
+        """Complete a Query the proxy answers whole, once the requests before it are answered."""
+        await self._await_idle()
+        self._answer_command(tag, self.upstream_side.transaction_status)  # type: ignore[attr-defined]
 
     async def _declare(self, sql: str, plan: StreamPlan, status: int, *, in_pipeline: bool) -> None:
         """Open a cursor over a stream (simple protocol: its arguments evaluated from ``sql``)."""
