@@ -1,6 +1,6 @@
 """Concurrent embedding through pgml-proxy: S sessions embedding single sentences vs one batched encode.
 
-Starts its own embedded PostgreSQL and a pgml-proxy in front of it (as ``passthrough.py`` does). S asyncpg
+Starts its own embedded PostgreSQL and a pgml-proxy in front of it (see ``harness.py``). S asyncpg
 connections (extended protocol, one event loop) each run ``SELECT pgml.embed('sentence-transformers/
 all-MiniLM-L6-v2', $1)`` for K sentences in a loop, one after the other; the proxy's engine should batch the
 concurrent calls into shared model calls. The reference is one in-process ``model.encode`` of all S×K sentences
@@ -23,25 +23,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
-from embedding_common import (
-    MODEL,
+from harness import (
     RESULTS_DIR,
+    BenchmarkError,
+    ProxiedPostgres,
+    at_least,
+    benchmark_parser,
+    cpu_seconds,
     environment,
-    load_model,
-    make_texts,
+    p99,
     proc_status_mb,
+    proxied_postgres,
+    scratch_folder,
     server_cpu_seconds,
+    summarize,
+    write_results,
 )
-from passthrough import BenchmarkError, cpu_seconds, embedded_postgres, pgml_proxy
+from workload import MODEL, add_text_arguments, check_word_range, load_model, make_texts, model_environment
 
 RESULTS = RESULTS_DIR / "embed_concurrency.json"
 EMBED_SQL = f"SELECT pgml.embed('{MODEL}', $1)"
@@ -50,31 +54,30 @@ RSS_BUDGET_MB = 50
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions S (default 32)")
-    parser.add_argument("--per-session", type=int, default=20, help="sentences K per session (default 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians (default 3)")
+    parser = benchmark_parser(__doc__, RESULTS)
+    parser.add_argument("--sessions", type=at_least(1), default=32, help="concurrent sessions S (default 32)")
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="in-process encode batch (default 64, the engine's)"
+        "--per-session", type=at_least(1), default=20, help="sentences K per session (default 20)"
     )
     parser.add_argument(
-        "--warmup", type=int, default=20, help="embed calls of the one-session warm-up (default 20)"
+        "--rounds", type=at_least(1), default=3, help="alternating rounds; medians (default 3)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        default=64,
+        help="in-process encode batch (default 64, the engine's)",
+    )
+    parser.add_argument(
+        "--warmup", type=at_least(1), default=20, help="embed calls of the one-session warm-up (default 20)"
     )
     parser.add_argument(
         "--no-breakdown",
         action="store_true",
         help="skip the informational rows (in-process encode calls of S sentences; the engine alone with S tasks)",
     )
-    parser.add_argument("--min-words", type=int, default=8, help="shortest sentence in words (default 8)")
-    parser.add_argument("--max-words", type=int, default=20, help="longest sentence in words (default 20)")
-    parser.add_argument("--seed", type=int, default=20261127, help="seed of the sentences (default 20261127)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    args = parser.parse_args()
-    if min(args.sessions, args.per_session, args.rounds, args.batch_size, args.warmup, args.min_words) < 1:
-        parser.error("sizes must be at least 1")
-    if args.max_words < args.min_words:
-        parser.error("--max-words must be at least --min-words")
-    return args
+    add_text_arguments(parser, min_words=8, max_words=20, seed_of="the sentences")
+    return check_word_range(parser, parser.parse_args())
 
 
 async def session_loop(conn: asyncpg.Connection, sentences: list[str], latencies: list[float]) -> None:
@@ -129,13 +132,12 @@ async def proxy_round(
         "proxy_cpu_s": cpu,
         "server_cpu_s": server_cpu,
         "latency_ms_median": statistics.median(flat) * 1e3,
-        "latency_ms_p99": flat[min(calls - 1, int(calls * 0.99))] * 1e3,
+        "latency_ms_p99": p99(flat) * 1e3,
     }
 
 
-async def run(
-    args: argparse.Namespace, url: str, pid: int, data_dir: Path, model, rounds: list[list[str]]
-) -> dict:
+async def run(args: argparse.Namespace, servers: ProxiedPostgres, model, rounds: list[list[str]]) -> dict:
+    url, pid, data_dir = servers.proxy_url, servers.proxy_pid, servers.data_dir
     results: dict = {"proxy": [], "in_process": [], "in_process_calls_of_s": [], "engine": []}
     engine = None
     if not args.no_breakdown:
@@ -277,24 +279,11 @@ def main() -> int:
         make_texts(args.batch_size, args.min_words, args.max_words, args.seed - 2), show_progress_bar=False
     )
 
-    with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgml-bench-")))
-        server = stack.enter_context(embedded_postgres(folder))
-        proxy_url, proxy_pid = stack.enter_context(pgml_proxy(server.dsn()))
-        measured = asyncio.run(run(args, proxy_url, proxy_pid, server.data_dir, model, rounds))
+    with scratch_folder() as folder, proxied_postgres(folder) as servers:
+        measured = asyncio.run(run(args, servers, model, rounds))
 
     def summary(runs: list[dict]) -> dict:
-        keys = runs[0].keys()
-        return {key: [r[key] for r in runs] for key in keys} | {
-            "seconds": {
-                "runs": [r["seconds"] for r in runs],
-                "median": statistics.median(r["seconds"] for r in runs),
-            },
-            "per_second": {
-                "runs": [r["per_second"] for r in runs],
-                "median": statistics.median(r["per_second"] for r in runs),
-            },
-        }
+        return summarize(runs, timed=("seconds", "per_second"))
 
     rss = measured["rss_mb"]
     results: dict = {
@@ -311,7 +300,7 @@ def main() -> int:
             "proxy_statement": EMBED_SQL,
             "client": f"asyncpg {asyncpg.__version__}, {args.sessions} connections in one event loop",
         },
-        "environment": environment(),
+        "environment": environment("sentence_transformers", "torch") | model_environment(),
         "warm_up": measured["warm_up"],
         "proxy": summary(measured["proxy"]),
         "in_process": summary(measured["in_process"]),
@@ -326,10 +315,7 @@ def main() -> int:
         results["proxy"]["per_second"]["median"] / results["in_process"]["per_second"]["median"]
     )
     results["budget"] = {"ratio": 0.7, "rss_growth_mb": RSS_BUDGET_MB}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results))
-    print(f"\nresults written to {args.output}")
+    write_results(args.output, results, report(results))
     print(
         f"embed_concurrency: proxy/batched in-process throughput = {results['ratio']:.2f} (budget >= 0.7); "
         f"{args.sessions} sessions {results['proxy']['per_second']['median']:.1f}/s vs "

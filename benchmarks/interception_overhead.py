@@ -1,6 +1,6 @@
 """Interception overhead of pgml-proxy: round-trip latency of ``SELECT pgml.version()`` vs ``SELECT version()``.
 
-Starts its own embedded PostgreSQL and a pgml-proxy in front of it (as ``passthrough.py`` does) and times, on one
+Starts its own embedded PostgreSQL and a pgml-proxy in front of it (see ``harness.py``) and times, on one
 psycopg connection through the proxy, ``SELECT pgml.version()`` (parsed and answered by the proxy: the
 interception path) against ``SELECT version()`` (the pass-through fast path), under
 
@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
-from embedding_common import RESULTS_DIR, environment
-from passthrough import BenchmarkError, embedded_postgres, pgml_proxy
+from harness import (
+    RESULTS_DIR,
+    BenchmarkError,
+    at_least,
+    benchmark_parser,
+    environment,
+    p99,
+    proxied_postgres,
+    rotated,
+    scratch_folder,
+    write_results,
+)
 
 RESULTS = RESULTS_DIR / "interception_overhead.json"
 QUERIES = {"pgml.version()": "SELECT pgml.version()", "version()": "SELECT version()"}
@@ -38,17 +45,15 @@ PROTOCOLS = ("simple", "extended", "extended-unprepared")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=2000, help="calls per series (default 2000)")
-    parser.add_argument("--block", type=int, default=100, help="calls per block (default 100)")
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument(
-        "--warmup", type=int, default=200, help="untimed calls per series first (default 200)"
+        "--iterations", type=at_least(1), default=2000, help="calls per series (default 2000)"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    args = parser.parse_args()
-    if min(args.iterations, args.block) < 1 or args.warmup < 0:
-        parser.error("--iterations and --block must be at least 1")
-    return args
+    parser.add_argument("--block", type=at_least(1), default=100, help="calls per block (default 100)")
+    parser.add_argument(
+        "--warmup", type=at_least(0), default=200, help="untimed calls per series first (default 200)"
+    )
+    return parser.parse_args()
 
 
 class Series:
@@ -93,7 +98,7 @@ class Series:
             "calls": len(data),
             "mean_us": statistics.fmean(data),
             "median_us": statistics.median(data),
-            "p99_us": data[min(len(data) - 1, int(len(data) * 0.99))],
+            "p99_us": p99(data),
             "answer": self.expected,
         }
 
@@ -122,11 +127,9 @@ def report(results: dict) -> str:
 def main() -> int:
     args = parse_args()
     with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgml-bench-")))
-        server = stack.enter_context(embedded_postgres(folder))
-        proxy_url, _ = stack.enter_context(pgml_proxy(server.dsn()))
-        proxy = stack.enter_context(psycopg.connect(proxy_url, autocommit=True))
-        direct = stack.enter_context(psycopg.connect(server.tcp_dsn(), autocommit=True))
+        servers = stack.enter_context(proxied_postgres(stack.enter_context(scratch_folder())))
+        proxy = stack.enter_context(psycopg.connect(servers.proxy_url, autocommit=True))
+        direct = stack.enter_context(psycopg.connect(servers.direct_url, autocommit=True))
         series = [Series("proxy", query, protocol, proxy) for protocol in PROTOCOLS for query in QUERIES]
         series += [Series("direct", "version()", protocol, direct) for protocol in PROTOCOLS]
         for s in series:
@@ -134,8 +137,7 @@ def main() -> int:
         blocks = -(-args.iterations // args.block)
         for block_no in range(blocks):
             count = min(args.block, args.iterations - block_no * args.block)
-            shift = block_no % len(series)  # rotate the order so no series always runs first
-            for s in series[shift:] + series[:shift]:
+            for s in rotated(series, block_no):
                 s.run(count)
     stats = [s.stats() for s in series]
 
@@ -154,7 +156,7 @@ def main() -> int:
             "warmup": args.warmup,
             "client": f"psycopg {psycopg.__version__}",
         },
-        "environment": environment(models=False),
+        "environment": environment(),
         "series": stats,
         "ratios": {p: mean("proxy", "pgml.version()", p) / mean("proxy", "version()", p) for p in PROTOCOLS},
         "overhead_us": {
@@ -164,10 +166,7 @@ def main() -> int:
             p: mean("proxy", "version()", p) / mean("direct", "version()", p) for p in PROTOCOLS
         },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results))
-    print(f"\nresults written to {args.output}")
+    write_results(args.output, results, report(results))
     print(
         "interception_overhead: pgml.version()/version() mean latency through the proxy "
         + " ".join(f"{p}={results['ratios'][p]:.2f}" for p in PROTOCOLS)

@@ -16,29 +16,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import (
+    RESULTS_DIR,
+    BenchmarkError,
+    at_least,
+    benchmark_parser,
+    cpu_seconds,
+    embedded_postgres,
+    environment,
+    median_of,
+    pgml_proxy,
+    scratch_folder,
+    write_results,
+)
 
-from pgml_proxy import __version__ as proxy_version  # noqa: E402
-from pgml_proxy.embedded import SUPERUSER, SYSTEM_USER, EmbeddedPostgres  # noqa: E402
-from tests.support.servers import PGBENCH, PSQL, free_port, start_proxy  # noqa: E402
+# harness (imported first) puts this checkout on sys.path, where ``tests`` is found
+from pgml_proxy.embedded import SUPERUSER, SYSTEM_USER
+from tests.support.servers import PGBENCH, PSQL, free_port
 
-RESULTS = ROOT / "benchmarks" / "results" / "passthrough.json"
+RESULTS = RESULTS_DIR / "passthrough.json"
 MODES = ("simple", "extended")
 TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
@@ -53,21 +60,19 @@ class Target:
     pid: int | None = None  # the middleman's process, whose CPU time per transaction is reported
 
 
-class BenchmarkError(RuntimeError):
-    pass
-
-
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each pgbench run (default 10)")
+    parser = benchmark_parser(__doc__, RESULTS)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="interleaved rounds; medians over them (default 2)"
+        "--seconds", type=at_least(1), default=10, help="duration of each pgbench run (default 10)"
     )
     parser.add_argument(
-        "--clients", type=int, default=8, help="pgbench clients for the throughput runs (default 8)"
+        "--rounds", type=at_least(1), default=2, help="interleaved rounds; medians over them (default 2)"
     )
     parser.add_argument(
-        "--jobs", type=int, default=2, help="pgbench threads for the throughput runs (default 2)"
+        "--clients", type=at_least(1), default=8, help="pgbench clients for the throughput runs (default 8)"
+    )
+    parser.add_argument(
+        "--jobs", type=at_least(1), default=2, help="pgbench threads for the throughput runs (default 2)"
     )
     parser.add_argument(
         "--via",
@@ -75,35 +80,10 @@ def parse_args() -> argparse.Namespace:
         default="socket",
         help="how the proxy and PgBouncer reach the server (default: its unix socket)",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    args = parser.parse_args()
-    if args.seconds < 1 or args.rounds < 1 or args.clients < 1 or args.jobs < 1:
-        parser.error("--seconds, --rounds, --clients and --jobs must be at least 1")
-    return args
+    return parser.parse_args()
 
 
-# -- servers ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def embedded_postgres(folder: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(
-        folder / "pg", port=free_port(), tcp_host="127.0.0.1", settings={"max_connections": "200"}
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
-def pgml_proxy(upstream_dsn: str) -> Iterator[tuple[str, int]]:
-    process = start_proxy(upstream_dsn)
-    try:
-        yield process.url(), process.process.pid
-    finally:
-        process.stop()
+# -- PgBouncer -------------------------------------------------------------------------------------
 
 
 PGBOUNCER_INI = """\
@@ -196,12 +176,6 @@ def run_pgbench(url: str, *args: str, seconds: int) -> str:
             f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
         )
     return done.stdout
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(
@@ -302,7 +276,7 @@ def main() -> int:
     if bouncer_binary is None:
         print("pgbouncer not found on PATH: measuring direct and proxy only", file=sys.stderr)
     with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgml-bench-")))
+        folder = stack.enter_context(scratch_folder())
         server = stack.enter_context(embedded_postgres(folder))
         direct_url = server.tcp_dsn()
         if args.via == "socket":
@@ -361,23 +335,14 @@ def main() -> int:
             "via": args.via,
             "script": "select-only (-S), -n",
         },
-        "environment": {
-            "pgml_proxy": proxy_version,
-            "pgbench": pgbench_version(),
-            "pgbouncer": pgbouncer_version(bouncer_binary),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
+        "environment": environment()
+        | {"pgbench": pgbench_version(), "pgbouncer": pgbouncer_version(bouncer_binary)},
         "tps": {
-            name: {mode: {"runs": runs, "median": statistics.median(runs)} for mode, runs in by_mode.items()}
-            for name, by_mode in tps.items()
+            name: {mode: median_of(runs) for mode, runs in by_mode.items()} for name, by_mode in tps.items()
         },
-        "latency_ms": {name: {"runs": runs, "median": statistics.median(runs)} for name, runs in lat.items()},
+        "latency_ms": {name: median_of(runs) for name, runs in lat.items()},
         "cpu_us_per_transaction": {
-            name: {mode: {"runs": runs, "median": statistics.median(runs)} for mode, runs in by_mode.items()}
-            for name, by_mode in cpu.items()
+            name: {mode: median_of(runs) for mode, runs in by_mode.items()} for name, by_mode in cpu.items()
         },
     }
     direct = results["tps"]["direct"]
@@ -387,10 +352,7 @@ def main() -> int:
         for name in names
         if name != "direct"
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results, names))
-    print(f"\nresults written to {args.output}")
+    write_results(args.output, results, report(results, names))
     print(summary_line(results))
     return 0
 
