@@ -108,6 +108,16 @@ class ObjectNotInPrerequisiteState(ProxyError):
     sqlstate = "55000"
 
 
+class RelayedError(ProxyError):
+    """The upstream's own error, raised again by the proxy at another point of the client's stream."""
+
+    def __init__(
+        self, sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, detail=detail, hint=hint)
+        self.sqlstate = sqlstate  # type: ignore[misc]
+
+
 _ENGINE_ERRORS: dict[str, type[ProxyError]] = {
     cls.sqlstate: cls
     for cls in (InvalidParameterValue, UndefinedObject, InsufficientPrivilege, QueryCanceled)

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import arguments, tasks
+from . import arguments, datasets, tasks
 from . import chunk as chunking
 from . import embed as embedding
 from . import rank as ranking
@@ -280,6 +280,12 @@ class Engine:
         """``pgml.chunk``: the splitter's chunks in document order (on a thread: spaCy and NLTK are slow)."""
         self._check_open()
         return await asyncio.to_thread(chunking.chunk, splitter, text, kwargs)
+
+    async def load_dataset(self, source: str, limit: int | None = None) -> datasets.Dataset:
+        """``pgml.load_dataset``: a built-in toy dataset as table rows (on a thread: scikit-learn imports
+        and reads its files)."""
+        self._check_open()
+        return await asyncio.to_thread(datasets.toy_dataset, source, limit)
 
     def stats(self) -> EngineStats:
         cache = self._cache.stats

@@ -11,10 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
-from pgml_engines.engine import Engine
-
 from pgml_proxy.errors import InvalidParameterValue
-from pgml_proxy.functions.registry import Implementation, Overload, StreamImplementation, json_object
+from pgml_proxy.functions.registry import (
+    CallContext,
+    Implementation,
+    Overload,
+    StreamImplementation,
+    json_object,
+)
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
 from pgml_proxy.wire.types import FLOAT8, INT8, JSONB, TEXT
 
@@ -41,11 +45,11 @@ def _messages(inputs: Sequence[Any], function: str) -> list[Any]:
 def _transform(task_json: bool, inputs_json: bool) -> Implementation:
     shape = _messages if inputs_json else _texts
 
-    async def run(engine: Engine, calls: list[tuple[Any, ...]]) -> list[Any]:
+    async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
         return list(
             await asyncio.gather(
                 *(
-                    engine.transform(
+                    context.engine.transform(
                         _task(task, task_json), json_object(args, "args"), shape(inputs, "transform")
                     )
                     for task, args, inputs, _cache in calls
@@ -57,10 +61,10 @@ def _transform(task_json: bool, inputs_json: bool) -> Implementation:
 
 
 def _transform_stream(task_json: bool, inputs_json: bool) -> StreamImplementation:
-    def stream(engine: Engine, call: tuple[Any, ...]) -> AsyncIterator[Any]:
+    def stream(context: CallContext, call: tuple[Any, ...]) -> AsyncIterator[Any]:
         task, args, inputs, _cache = call
         given = _messages(inputs, "transform_stream") if inputs_json else inputs
-        return engine.transform_stream(_task(task, task_json), json_object(args, "args"), given)
+        return context.engine.transform_stream(_task(task, task_json), json_object(args, "args"), given)
 
     return stream
 
@@ -68,15 +72,15 @@ def _transform_stream(task_json: bool, inputs_json: bool) -> StreamImplementatio
 def _collected(stream: StreamImplementation) -> Implementation:
     """The whole set of each call, for a position where the statement needs it at once."""
 
-    async def run(engine: Engine, calls: list[tuple[Any, ...]]) -> list[Any]:
-        return [[row async for row in stream(engine, call)] for call in calls]
+    async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+        return [[row async for row in stream(context, call)] for call in calls]
 
     return run
 
 
-async def _rank(engine: Engine, calls: list[tuple[Any, ...]]) -> list[Any]:
+async def _rank(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
     async def one(model: str, query: str, documents: list[str | None], kwargs: Any) -> list[Any]:
-        return await engine.rank(
+        return await context.engine.rank(
             model, query, _texts(documents, "rank", "documents"), json_object(kwargs, "kwargs")
         )
 

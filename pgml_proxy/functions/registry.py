@@ -7,15 +7,17 @@ a list of rows for set-returning ones. STRICT is applied here, once, for every f
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pgml_engines.engine import Engine
 from pgml_engines.errors import EngineError
 
 from pgml_proxy.errors import (
+    FeatureNotSupported,
     InternalError,
     InvalidParameterValue,
     InvalidTextRepresentation,
@@ -25,8 +27,29 @@ from pgml_proxy.errors import (
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Binding, Signature, resolve
 from pgml_proxy.wire.types import PgType, parse_array_text
 
-Implementation = Callable[[Engine, list[tuple[Any, ...]]], Awaitable[list[Any]]]
-StreamImplementation = Callable[[Engine, tuple[Any, ...]], AsyncIterator[Any]]
+
+class SessionQueryFailed(Exception):
+    """The upstream refused a statement run on the client's session: its own error is the client's, so
+    it passes through the registry untouched."""
+
+
+class SessionQueries(Protocol):
+    """Statements run on the client's own upstream session (its permissions, its transaction)."""
+
+    async def rows(self, sql: str) -> list[list[str | None]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What an implementation may use: the shared engine and, where the statement allows side queries,
+    the client's session (None while rows stream through a splice)."""
+
+    engine: Engine
+    session: SessionQueries | None = None
+
+
+Implementation = Callable[[CallContext, list[tuple[Any, ...]]], Awaitable[list[Any]]]
+StreamImplementation = Callable[[CallContext, tuple[Any, ...]], AsyncIterator[Any]]
 """One call of a set-returning function whose rows come as they are produced (transform_stream)."""
 
 
@@ -37,6 +60,9 @@ class Overload:
     #: For streaming functions: their rows one by one (``run`` then collects them, for positions where
     #: the statement needs the whole set at once).
     stream: StreamImplementation | None = None
+    #: It runs statements on the client's session (load_dataset, train): only where the proxy answers
+    #: the statement itself, never inside another statement.
+    uses_session: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,26 +102,29 @@ class Registry:
         return ResolvedCall(overload, binding, tuple(a.type for a in arguments))
 
     async def call(
-        self, engine: Engine, resolved: ResolvedCall, argument_rows: Sequence[Sequence[Any]]
+        self, context: CallContext, resolved: ResolvedCall, argument_rows: Sequence[Sequence[Any]]
     ) -> list[Any]:
         """Run one overload over a batch of evaluations; STRICT calls with a NULL argument skip the work."""
         signature = resolved.signature
         arranged = [_arranged(resolved, row) for row in argument_rows]
+        if resolved.overload.uses_session and context.session is None:
+            raise FeatureNotSupported(
+                f"pgml.{signature.function} can only be called as a statement of its own",
+                hint=f"Run it as SELECT * FROM pgml.{signature.function}(…).",
+            )
         empty: Any = [] if signature.set_returning else None
         results: list[Any] = [empty] * len(arranged)
         todo = [i for i, row in enumerate(arranged) if not (signature.strict and any(v is None for v in row))]
         if not todo:
             return results
-        try:
-            computed = await resolved.overload.run(engine, [arranged[i] for i in todo])
-        except Exception as exc:
-            raise _translated(signature, exc) from exc
+        with _translating(signature):
+            computed = await resolved.overload.run(context, [arranged[i] for i in todo])
         for index, value in zip(todo, computed, strict=True):
             results[index] = value
         return results
 
     async def stream(
-        self, engine: Engine, resolved: ResolvedCall, arguments: Sequence[Any]
+        self, context: CallContext, resolved: ResolvedCall, arguments: Sequence[Any]
     ) -> AsyncIterator[Any]:
         """The rows of one call of a streaming function, as they come (none for a STRICT NULL argument).
 
@@ -107,25 +136,29 @@ class Registry:
         row = _arranged(resolved, arguments)
         if signature.strict and any(v is None for v in row):
             return
-        try:
-            rows = stream(engine, row)  # arguments are checked before anything is generated
-        except Exception as exc:
-            raise _translated(signature, exc) from exc
+        with _translating(signature):
+            rows = stream(context, row)  # arguments are checked before anything is generated
         try:
             while True:
-                try:
-                    item = await anext(rows)
-                except StopAsyncIteration:
-                    return
-                except Exception as exc:
-                    raise _translated(signature, exc) from exc
+                with _translating(signature):
+                    try:
+                        item = await anext(rows)
+                    except StopAsyncIteration:
+                        return
                 yield item
         finally:
             await rows.aclose()  # type: ignore[attr-defined]
 
-    def streaming_signature(self, name: str) -> Signature | None:
-        """A signature of ``name``'s streaming overloads (they share their result shape), if it has any."""
-        return next((o.signature for o in self._by_name.get(name, ()) if o.stream is not None), None)
+    def owned_signature(self, name: str) -> Signature | None:
+        """A signature of ``name``'s overloads whose statements the proxy answers row by row itself (they
+        stream, or work on the client's session; such overloads share their result shape), if any."""
+        return next(
+            (o.signature for o in self._by_name.get(name, ()) if o.stream is not None or o.uses_session), None
+        )
+
+    @staticmethod
+    def streams(resolved: ResolvedCall) -> bool:
+        return resolved.overload.stream is not None
 
 
 def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
@@ -142,13 +175,20 @@ def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _translated(signature: Signature, exc: Exception) -> ProxyError:
-    """An engine's failure as the client's error: its SQLSTATE kept, anything unexpected XX000."""
-    if isinstance(exc, ProxyError):
-        return exc
-    if isinstance(exc, EngineError) and exc.sqlstate != InternalError.sqlstate:
-        return engine_error(exc.sqlstate, str(exc))
-    return InternalError(f"pgml.{signature.function} failed: {exc}")
+@contextlib.contextmanager
+def _translating(signature: Signature) -> Iterator[None]:
+    """An engine's failure as the client's error: its SQLSTATE kept, anything unexpected XX000; the
+    proxy's own errors and the upstream's (from the client's session) pass unchanged."""
+    try:
+        yield
+    except (ProxyError, SessionQueryFailed):
+        raise
+    except EngineError as exc:
+        if exc.sqlstate == InternalError.sqlstate:
+            raise InternalError(f"pgml.{signature.function} failed: {exc}") from exc
+        raise engine_error(exc.sqlstate, str(exc)) from exc
+    except Exception as exc:
+        raise InternalError(f"pgml.{signature.function} failed: {exc}") from exc
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 from pgml_engines import Engine, EngineConfig
 
 from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyntaxError
-from pgml_proxy.functions.registry import Registry, ResolvedCall
+from pgml_proxy.functions.registry import CallContext, Registry, ResolvedCall
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Signature
 from pgml_proxy.session.answer import answer, shape
 from pgml_proxy.session.edits import (
@@ -133,9 +133,9 @@ class Interceptor:
         return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
-        """Whether a call returns rows: chunk, rank and transform_stream always; embed when its input is
-        visibly an array."""
-        if name in ("chunk", "rank", "transform_stream"):
+        """Whether a call returns rows: chunk, rank, transform_stream and load_dataset always; embed when
+        its input is visibly an array."""
+        if name in ("chunk", "rank", "transform_stream", "load_dataset"):
             return True
         if name == "embed":
             return any(
@@ -199,8 +199,8 @@ class Interceptor:
         if select.strategy is not Strategy.ANSWER or select.kind != "SelectStmt" or len(select.calls) != 1:
             return None
         [call] = select.calls
-        streaming = self.registry.streaming_signature(call.name)
-        shaped = None if streaming is None else shape(select.answer, select.calls, {0: (streaming, [])})
+        owned = self.registry.owned_signature(call.name)
+        shaped = None if owned is None else shape(select.answer, select.calls, {0: (owned, [])})
         if shaped is None:
             return None
         options = cursor_options(sql) if cursor is not None else CursorOptions()
@@ -214,14 +214,18 @@ class Interceptor:
         texts = [a.span.text(sql) for a in call.args]
         values = await self._evaluate(call, texts, range(len(call.args)), channel)
         resolved = self._resolve(call, [v.type for v in values])
-        return await self._row_source(plan, resolved, [v.value for v in values])
+        return await self._row_source(plan, resolved, [v.value for v in values], channel)
 
     def _inner_text(self, sql: str) -> str:
         [statement] = self._analyze(sql)
         assert statement.inner is not None
         return statement.inner.text(sql)
 
-    async def _row_source(self, plan: StreamPlan, resolved: ResolvedCall, values: Sequence[Any]) -> RowSource:
+    async def _row_source(
+        self, plan: StreamPlan, resolved: ResolvedCall, values: Sequence[Any], channel: SideChannel
+    ) -> RowSource:
+        """The statement's rows: a streaming call's as they are generated; a call that works on the
+        client's session (load_dataset, train) runs when they are first asked for."""
         engine = await self.engine()
         select, signature = plan.select, resolved.signature
 
@@ -233,7 +237,11 @@ class Interceptor:
 
         shaped = shape(select.answer, select.calls, {0: (signature, [])})
         assert shaped is not None
-        return RowSource(shaped[0], self.registry.stream(engine, resolved, values), row)
+        if self.registry.streams(resolved):
+            items = self.registry.stream(CallContext(engine), resolved, values)
+        else:
+            items = _when_read(self.registry, CallContext(engine, _SessionQueries(channel)), resolved, values)
+        return RowSource(shaped[0], items, row)
 
     def session_command(self, sql: str) -> SessionCommand | None:
         """PREPARE, EXECUTE, DEALLOCATE or DISCARD, when ``sql`` is one such statement."""
@@ -378,7 +386,9 @@ class Interceptor:
         resolved = self._resolve(call, types)
         engine = await self.engine()
         if not sets:
-            [result] = await self.registry.call(engine, resolved, [[evaluated[i].value for i in fixed]])
+            [result] = await self.registry.call(
+                CallContext(engine), resolved, [[evaluated[i].value for i in fixed]]
+            )
             return resolved.signature, result
         if len(sets) > 1 or resolved.signature.set_returning:
             raise FeatureNotSupported(
@@ -389,7 +399,7 @@ class Interceptor:
             [value if i == position else evaluated[i].value for i in range(len(call.args))]
             for value in values.values
         ]
-        results = await self.registry.call(engine, resolved, rows)
+        results = await self.registry.call(CallContext(engine), resolved, rows)
         return dataclasses.replace(resolved.signature, set_returning=True), results
 
     async def _fold(
@@ -443,7 +453,8 @@ class Interceptor:
             for i, value in zip(dependent, json.loads(key_text or "[]"), strict=True):
                 row[i] = value
             argument_rows.append(row)
-        results = await self.registry.call(await self.engine(), resolved, argument_rows) if keys else []
+        context = CallContext(await self.engine())
+        results = await self.registry.call(context, resolved, argument_rows) if keys else []
         signature = resolved.signature
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
         return lookup_sql(call, signature, literals.typed(json.dumps(mapping), "jsonb"), key)
@@ -577,11 +588,12 @@ class Interceptor:
             return Bound(bind.encode())  # the upstream reports the count mismatch as Postgres does
         results: dict[int, Any] = {}
         spliced: list[SplicedCall] = []
-        engine = await self.engine()
+        context = CallContext(await self.engine())
         if prepared.stream is not None:
             [plan] = prepared.calls
             values = await self._bound_values(prepared, plan, bind, results, channel)
-            return Bound(b"", stream=await self._row_source(prepared.stream, plan.resolved, values))
+            assert channel is not None
+            return Bound(b"", stream=await self._row_source(prepared.stream, plan.resolved, values, channel))
         for plan in prepared.calls:
             values = await self._bound_values(prepared, plan, bind, results, channel)
             if plan.splice is not None:
@@ -597,10 +609,10 @@ class Interceptor:
                 child = next(p for p in prepared.calls if p.index == plan.sources[position].call)
                 items = _column_values(child.signature, plan.sources[position].field, values[position])
                 rows = [[item if i == position else v for i, v in enumerate(values)] for item in items]
-                results[plan.index] = await self.registry.call(engine, plan.resolved, rows) if rows else []
+                results[plan.index] = await self.registry.call(context, plan.resolved, rows) if rows else []
                 continue
             if plan.fetch is None:
-                [results[plan.index]] = await self.registry.call(engine, plan.resolved, [values])
+                [results[plan.index]] = await self.registry.call(context, plan.resolved, [values])
                 continue
             assert channel is not None
             fetched = await channel.side_query(plan.fetch, bind, prepared.parse.param_types)
@@ -610,7 +622,7 @@ class Interceptor:
                 for position, value in zip(plan.dependent, json.loads(row[0] or "[]"), strict=True):
                     arguments[position] = value
                 rows.append(arguments)
-            computed = await self.registry.call(engine, plan.resolved, rows) if rows else []
+            computed = await self.registry.call(context, plan.resolved, rows) if rows else []
             signature = plan.resolved.signature
             mapping = {
                 row[0]: lookup_value(signature, r) for row, r in zip(fetched.rows, computed, strict=True)
@@ -767,6 +779,25 @@ class Interceptor:
                 type_name, value = row[2 * n], row[2 * n + 1]
                 values[position] = _Value(type_name or UNKNOWN, None if value is None else json.loads(value))
         return [values[i] for i in positions]  # type: ignore[misc]
+
+
+async def _when_read(
+    registry: Registry, context: CallContext, resolved: ResolvedCall, values: Sequence[Any]
+) -> AsyncIterator[Any]:
+    """One call's rows, computed when the first is asked for (after the statements before it are done)."""
+    [result] = await registry.call(context, resolved, [values])
+    for item in result if resolved.signature.set_returning else [result]:
+        yield item
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionQueries:
+    """Side queries on the client's session, run where the upstream is idle (simple protocol)."""
+
+    channel: SideChannel
+
+    async def rows(self, sql: str) -> list[list[str | None]]:
+        return (await self.channel.side_query(sql)).rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from pgml_proxy.functions.registry import SessionQueryFailed
 from pgml_proxy.sql.literals import identifier
 from pgml_proxy.sql.text import parameter_numbers
 from pgml_proxy.wire import codes
@@ -180,7 +181,7 @@ class SideQuerySkipped(Exception):
     """The client's pipeline had already failed, so the upstream skipped the side query."""
 
 
-class SideQueryFailed(Exception):
+class SideQueryFailed(SessionQueryFailed):
     """The upstream rejected a side query; its error is what the client's statement gets."""
 
     def __init__(self, result: SideQueryResult) -> None:

@@ -30,7 +30,7 @@ from pgml_proxy.errors import (
     ProxyError,
     QueryCanceled,
 )
-from pgml_proxy.functions.registry import Registry, ResolvedCall
+from pgml_proxy.functions.registry import CallContext, Registry, ResolvedCall
 from pgml_proxy.functions.signatures import Argument
 from pgml_proxy.sql.model import CallSite
 from pgml_proxy.wire import codes
@@ -165,7 +165,7 @@ class RowSplicer:
                 raw = values[index]
                 row[position] = None if raw is None else _decode(type_name, fmt, bytes(raw))
             arguments.append(row)
-        results = await self._registry.call(self._engine, column.resolved, arguments)
+        results = await self._registry.call(CallContext(self._engine), column.resolved, arguments)
         return [_encode(column, value, self._float_digits) for value in results]
 
 

@@ -19,6 +19,7 @@ from pgml_proxy.errors import (
     NoActiveSqlTransaction,
     ObjectNotInPrerequisiteState,
     ProxyError,
+    RelayedError,
 )
 from pgml_proxy.session.interception import NO_PARAMETERS, Interception, bounded, failing_with, ready
 from pgml_proxy.session.interceptor import PreparedPgml, StreamPlan
@@ -29,6 +30,7 @@ from pgml_proxy.sql.literals import quote
 from pgml_proxy.sql.text import mentions_pgml
 from pgml_proxy.wire import extended
 from pgml_proxy.wire.codes import BIND, CLOSE, DESCRIBE, EXECUTE, PARSE
+from pgml_proxy.wire.error_response import DETAIL, HINT, MESSAGE, SQLSTATE, decode_fields
 from pgml_proxy.wire.extended import BIND_COMPLETE, CLOSE_COMPLETE, PARSE_COMPLETE, Bind, Parse
 from pgml_proxy.wire.framing import cstring, message
 from pgml_proxy.wire.rows import COMMAND_COMPLETE, NO_DATA, PORTAL_SUSPENDED, row_description
@@ -376,7 +378,10 @@ class StreamPortals(Interception):
             suspended = limit is not None and count == limit and not rows.exhausted
             self.client.write(message(PORTAL_SUSPENDED, b"") if suspended else _complete(f"SELECT {count}"))  # type: ignore[attr-defined]
 
-        await failing_with(run(), self._fail_in_pipeline)
+        try:
+            await failing_with(run(), self._fail_in_pipeline)
+        except SideQueryFailed as failure:  # the call's own statement on the session, run at this point
+            self._fail_in_pipeline(_relayed(failure))
 
     def _describe_stream(self, which: str, name: str) -> bytes | None:
         """A Describe the proxy answers: of a streaming statement or portal, or of one of its cursors."""
@@ -422,6 +427,16 @@ class StreamPortals(Interception):
 
 class _BindMismatch(ProxyError):
     sqlstate = "08P01"
+
+
+def _relayed(failure: SideQueryFailed) -> ProxyError:
+    fields = decode_fields(failure.result.error[5:]) if failure.result.error else {}
+    return RelayedError(
+        fields.get(SQLSTATE, InternalError.sqlstate),
+        fields.get(MESSAGE, "a statement on the session failed"),
+        detail=fields.get(DETAIL),
+        hint=fields.get(HINT),
+    )
 
 
 def _complete(tag: str) -> bytes:
