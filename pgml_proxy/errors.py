@@ -96,6 +96,10 @@ class InsufficientPrivilege(ProxyError):
     sqlstate = "42501"
 
 
+class DuplicateObject(ProxyError):
+    sqlstate = "42710"
+
+
 class DuplicateCursor(ProxyError):
     sqlstate = "42P03"
 

@@ -129,11 +129,19 @@ $drop$"""
 
 def _vector_sql() -> str:
     # Guarded rather than CREATE EXTENSION IF NOT EXISTS: that one sends a NOTICE on every reinstall.
+    # pgvector is not a trusted extension, so a role that may create the pgml catalog may still not create
+    # it: the catalog does not need it, so that is a WARNING rather than a failed CREATE EXTENSION pgml.
     return f"""DO $vector$
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK});
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'vector') THEN
-        CREATE EXTENSION vector;
+        BEGIN
+            CREATE EXTENSION vector;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING USING
+                MESSAGE = 'pgvector was not created: ' || SQLERRM,
+                HINT = 'A superuser can run CREATE EXTENSION vector in this database.';
+        END;
     END IF;
 END
 $vector$"""

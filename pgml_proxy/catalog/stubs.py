@@ -63,8 +63,7 @@ class Stub:
 
 def signatures(registry: Registry) -> list[Signature]:
     """Every overload the registry serves, in registration order."""
-    # Registry has no public listing of its overloads; this reads the mapping it keeps, in one place.
-    return [overload.signature for overloads in registry._by_name.values() for overload in overloads]
+    return registry.signatures
 
 
 def stubs(registry: Registry) -> list[Stub]:

@@ -89,6 +89,11 @@ class Registry:
     def names(self) -> frozenset[str]:
         return frozenset(self._by_name)
 
+    @property
+    def signatures(self) -> list[Signature]:
+        """Every overload's signature, by function in registration order."""
+        return [o.signature for overloads in self._by_name.values() for o in overloads]
+
     def scalar_return(self, name: str) -> PgType | None:
         """The type every scalar overload of ``name`` returns, when they agree (None: none or several)."""
         types = {o.signature.returns for o in self._by_name[name] if not o.signature.set_returning}

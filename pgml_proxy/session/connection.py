@@ -24,6 +24,7 @@ from pgml_proxy.errors import (
     TooManyConnections,
 )
 from pgml_proxy.session.client_side import ClientSide
+from pgml_proxy.session.extension_commands import ExtensionCommands
 from pgml_proxy.session.flow import ReadGate
 from pgml_proxy.session.side_query import (
     SIDE_PREFIX,
@@ -38,7 +39,6 @@ from pgml_proxy.session.side_query import (
 from pgml_proxy.session.splice import (
     SpliceStream,
 )
-from pgml_proxy.session.stream_portals import StreamPortals
 from pgml_proxy.session.upstream_side import UpstreamSide
 from pgml_proxy.upstream import open_upstream, send_cancel
 from pgml_proxy.wire.cancel import CancelKey
@@ -78,7 +78,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Session(StreamPortals):
+class Session(ExtensionCommands):
     """One client connection and its own upstream connection."""
 
     def __init__(self, server: ProxyServer, client: asyncio.Transport) -> None:

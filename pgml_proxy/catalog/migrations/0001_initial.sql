@@ -239,6 +239,7 @@ ORDER BY p.name ASC;
 -- PostgresML. Float4 sums accumulate in float8. Division follows IEEE (x/0 is ±Infinity or NaN, as in
 -- PostgresML) where Postgres itself would raise. array_agg over unnest keeps the array order: a function
 -- scan feeds the aggregate in order (an ORDER BY i would cost a sort per call, about a third of the time).
+
 -- Element-wise arithmetic with a scalar and with another array (pairs up to the shorter array).
 CREATE OR REPLACE FUNCTION pgml.add(vector real[], addend real) RETURNS real[]
     LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
