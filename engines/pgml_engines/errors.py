@@ -52,6 +52,16 @@ class EngineFailure(EngineError, RuntimeError):
     sqlstate: ClassVar[str] = "XX000"
 
 
+class ArtifactRejected(EngineError):
+    """A stored model artifact failed its checks (format, checksum, allowed types) and was not loaded.
+
+    Bytes in ``pgml.files`` are data, not trusted code: a corrupted or tampered artifact is refused before any
+    library sees it, rather than deserialized and hoped for the best.
+    """
+
+    sqlstate: ClassVar[str] = "XX001"  # data_corrupted
+
+
 def translate(exc: BaseException) -> EngineError:
     """Map an exception raised by a library into the engine's own classes (the original stays as __cause__).
 
