@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import arguments, datasets, tasks
+from . import arguments, classical, datasets, tasks
 from . import chunk as chunking
 from . import embed as embedding
 from . import rank as ranking
@@ -127,6 +127,7 @@ class Engine:
         self._stream_ids = itertools.count(1)
         self._inferred_tasks: dict[tuple[str, tasks.TransformLoadOptions], str] = {}
         self._loading: set[ModelKey] = set()
+        self._training: classical.TrainingPool | None = None
         self._closed = False
 
     @property
@@ -287,6 +288,19 @@ class Engine:
         self._check_open()
         return await asyncio.to_thread(datasets.toy_dataset, source, limit)
 
+    async def train(
+        self, request: classical.TrainRequest, progress: classical.worker.ProgressCallback | None = None
+    ) -> classical.TrainResult:
+        """``pgml.train``: one training in a child process of the engine's pool (started on first use, so a
+        proxy that never trains starts no process). ``progress`` gets each TrainingProgress on the event loop,
+        in the caller's task; cancelling the caller kills the training."""
+        self._check_open()
+        with self._lock:
+            if self._training is None:
+                self._training = classical.TrainingPool()
+            pool = self._training
+        return await classical.run_training(request, progress, pool=pool)
+
     def stats(self) -> EngineStats:
         cache = self._cache.stats
         batch = self._batch_stats
@@ -318,6 +332,9 @@ class Engine:
             self._executors.clear()
             self._batchers.clear()
             streams = list(self._streams.items())
+            training, self._training = self._training, None
+        if training is not None:
+            training.close()  # running trainings are killed; their callers get EngineFailure
         for channel, _ in streams:
             channel.stop()
         # Streams end at their next token; waiting for that (briefly) keeps their threads from being cut off

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from pgml_proxy import __version__
 from pgml_proxy.functions.data import DATA
+from pgml_proxy.functions.lifecycle import LIFECYCLE
 from pgml_proxy.functions.nlp import NLP
 from pgml_proxy.functions.registry import CallContext, Overload, Registry, json_object
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
@@ -96,5 +97,6 @@ BUILTIN: Final = Registry(
         ),
         *NLP,
         *DATA,
+        *LIFECYCLE,
     ]
 )

@@ -133,9 +133,9 @@ class Interceptor:
         return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
-        """Whether a call returns rows: chunk, rank, transform_stream and load_dataset always; embed when
-        its input is visibly an array."""
-        if name in ("chunk", "rank", "transform_stream", "load_dataset"):
+        """Whether a call returns rows: chunk, rank, transform_stream, load_dataset, train, train_joint and
+        deploy always; embed when its input is visibly an array."""
+        if name in ("chunk", "rank", "transform_stream", "load_dataset", "train", "train_joint", "deploy"):
             return True
         if name == "embed":
             return any(
