@@ -1,0 +1,165 @@
+"""The client's session seen as the pgml catalog: task spellings and deployment metrics (§3.3, §3.7),
+literals for catalog rows, and the transaction a lifecycle call runs in (its own outside a block)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pgml_proxy.errors import InvalidTextRepresentation, ObjectNotInPrerequisiteState
+from pgml_proxy.functions.registry import CallContext, SessionQueries, SessionQueryFailed
+from pgml_proxy.sql.literals import quote
+from pgml_proxy.wire.status import IDLE
+
+#: Task spellings accepted as arguments (§3.3) → the catalog's underscore label.
+TASKS: Final[Mapping[str, str]] = {
+    **{
+        t: t
+        for t in (
+            "regression",
+            "classification",
+            "decomposition",
+            "clustering",
+            "summarization",
+            "translation",
+            "text2text",
+            "conversation",
+            "embedding",
+        )
+    },
+    **{
+        spelling: t
+        for t in (
+            "question_answering",
+            "text_classification",
+            "text_generation",
+            "text_pair_classification",
+        )
+        for spelling in (t, t.replace("_", "-"))
+    },
+}
+
+#: §3.7: the metric that decides deployments, and whether higher is better.
+TARGETS: Final[Mapping[str, tuple[str, bool]]] = {
+    "regression": ("r2", True),
+    "classification": ("f1", True),
+    "clustering": ("silhouette", True),
+    "decomposition": ("cumulative_explained_variance", True),
+    "question_answering": ("f1", True),
+    "text_classification": ("f1", True),
+    "text_pair_classification": ("f1", True),
+    "summarization": ("rouge_ngram_f1", True),
+    "translation": ("bleu", True),
+    "conversation": ("bleu", True),
+    "text_generation": ("perplexity", False),
+    "text2text": ("perplexity", False),
+}
+
+SAMPLINGS: Final = ("random", "last", "stratified")
+STRATEGIES: Final = ("best_score", "most_recent", "rollback")
+ARTIFACT_PATH: Final = "estimator.rmp"
+_INTEGERS: Final = frozenset(("int2", "int4", "int8"))
+_FLOATS: Final = frozenset(("float4", "float8", "numeric"))
+_NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def dashed(task: str) -> str:
+    """A task as output columns spell it (``text-classification``); the catalog keeps underscores."""
+    return task if task == "text2text" else task.replace("_", "-")
+
+
+def enum_error(enum: str, value: str) -> InvalidTextRepresentation:
+    return InvalidTextRepresentation(f'invalid input value for enum pgml.{enum}: "{value}"')
+
+
+def jsonb_literal(value: Any) -> str:
+    """A jsonb literal; NaN and infinities (a metric that could not be computed) become null."""
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, Mapping):
+            return {str(k): finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    return f"{quote(json.dumps(finite(value), allow_nan=False))}::jsonb"
+
+
+def nullable(text: str | None) -> str:
+    return "NULL" if text is None else quote(text)
+
+
+def number(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def session_of(context: CallContext) -> SessionQueries:
+    assert context.session is not None  # the registry runs these only where the session is there
+    return context.session
+
+
+class Catalog:
+    """The client's session, seen as the pgml catalog."""
+
+    def __init__(self, session: SessionQueries) -> None:
+        self.session = session
+        self.busy = False  # a statement is on its way: its answer is still to come
+
+    async def rows(self, sql: str) -> list[list[str | None]]:
+        self.busy = True
+        found = await self.session.rows(sql)
+        self.busy = False
+        return found
+
+    async def one(self, sql: str) -> list[str | None] | None:
+        found = await self.rows(sql)
+        return found[0] if found else None
+
+    async def check_installed(self, function: str) -> None:
+        [[present]] = await self.rows("SELECT to_regclass('pgml.projects') IS NOT NULL")
+        if present != "t":
+            raise ObjectNotInPrerequisiteState(
+                "the pgml catalog is not installed in this database",
+                hint=f"Run CREATE EXTENSION pgml before calling pgml.{function}.",
+            )
+
+    async def in_transaction_block(self) -> bool:
+        """Whether the client is inside a transaction block.
+
+        ``rows`` gives no transaction status, so the session is asked: the first statement gets the
+        transaction an id, the second sees it only if both ran in one transaction, that is, in a block
+        (outside one each side query is its own implicit transaction). No error, no notice, nothing that
+        outlives the block.
+        """
+        await self.rows("SELECT txid_current()")
+        [[assigned]] = await self.rows("SELECT txid_current_if_assigned()")
+        return assigned is not None
+
+
+async def in_one_transaction(catalog: Catalog, work: Any) -> Any:
+    """Run ``work()`` in the client's transaction block, or in one of the proxy's (BEGIN … COMMIT) when
+    the client has none; a failure then rolls everything back, and the client is told it is idle."""
+    if await catalog.in_transaction_block():
+        return await work()
+    await catalog.rows("BEGIN")
+    try:
+        result = await work()
+    except Exception as exc:
+        await catalog.rows("ROLLBACK")
+        upstream = getattr(exc, "result", None)  # the upstream's own error: its ReadyForQuery said "failed"
+        if isinstance(exc, SessionQueryFailed) and upstream is not None:
+            upstream.status = IDLE  # the client never was in a transaction block
+        raise
+    except BaseException:
+        # Cancelled: roll back unless a statement's answer is still due (it would be read as ROLLBACK's);
+        # then the session's cancellation handling meets an open transaction, as after any interrupted
+        # side query.
+        if not catalog.busy:
+            await catalog.rows("ROLLBACK")
+        raise
+    await catalog.rows("COMMIT")  # a deferred constraint failing here is the statement's error
+    return result

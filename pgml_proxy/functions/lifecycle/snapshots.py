@@ -1,0 +1,210 @@
+"""Snapshots (§3.5): a relation's columns and rows read through the client's session, the snapshot row,
+its reuse when ``relation_name`` is NULL, and the materialized copy."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from pgml_engines import classical
+from pgml_engines.notices import notify
+
+from pgml_proxy.errors import InvalidParameterValue
+from pgml_proxy.functions.lifecycle.catalog import Catalog
+from pgml_proxy.sql.literals import identifier, quote
+from pgml_proxy.wire.types import parse_array_text
+
+if TYPE_CHECKING:
+    from pgml_proxy.functions.lifecycle.training import TrainArguments
+
+_INTEGERS: Final = frozenset(("int2", "int4", "int8"))
+_FLOATS: Final = frozenset(("float4", "float8", "numeric"))
+_NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass
+class Snapshot:
+    id: int
+    relation_name: str
+    y_column_names: list[str]
+    test_size: float
+    test_sampling: str
+    materialized: bool
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    new: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _RelationColumn:
+    name: str
+    pg_type: str  # ``float4``, ``int2[]``
+    nullable: bool
+
+    @property
+    def element(self) -> str:
+        return self.pg_type.removesuffix("[]")
+
+    @property
+    def is_array(self) -> bool:
+        return self.pg_type.endswith("[]")
+
+
+def _split_relation(relation_name: str) -> tuple[str, str]:
+    """§3.5: ``a.b`` is table ``b`` of schema ``a``; a bare name is looked for in ``public`` only."""
+    schema, dot, table = relation_name.partition(".")
+    return (schema, table) if dot else ("public", relation_name)
+
+
+async def _columns(catalog: Catalog, relation_name: str) -> tuple[str, list[_RelationColumn]]:
+    """The relation's SQL name and its columns in ordinal order (array types spelled ``int2[]``)."""
+    schema, table = _split_relation(relation_name)
+    found = await catalog.one(
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE n.nspname = {quote(schema)} AND c.relname = {quote(table)} "
+        "AND c.relkind IN ('r', 'v', 'm', 'p', 'f')"
+    )
+    if found is None:
+        if "." not in relation_name:
+            raise InvalidParameterValue(
+                f'Relation "{table}" could not be found in the public schema. Please specify the table '
+                f"schema, e.g. pgml.{table}"
+            )
+        raise InvalidParameterValue(f'Relation "{relation_name}" does not exist')
+    rows = await catalog.rows(
+        "SELECT a.attname, CASE WHEN t.typelem <> 0 AND t.typlen = -1 "
+        "THEN (SELECT e.typname FROM pg_catalog.pg_type e WHERE e.oid = t.typelem) || '[]' "
+        "ELSE t.typname END, NOT a.attnotnull "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        f"WHERE a.attrelid = {found[0]} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+    columns = [_RelationColumn(str(name), str(pg_type), nullable == "t") for name, pg_type, nullable in rows]
+    return f"{identifier(schema)}.{identifier(table)}", columns
+
+
+def _scalar(element: str, text: str) -> Any:
+    if element in _INTEGERS:
+        return int(text)
+    if element in _FLOATS:
+        return float(text)
+    if element == "bool":
+        return text == "t"
+    return text
+
+
+def _array(element: str, value: Any) -> Any:
+    """An array read as JSON: numbers stay, NaN/Infinity (JSON strings) become floats."""
+    if isinstance(value, list):
+        return [_array(element, v) for v in value]
+    if isinstance(value, str) and element in _FLOATS:
+        return _NON_FINITE.get(value, value)
+    return value
+
+
+async def _read(
+    catalog: Catalog, table_sql: str, columns: Sequence[_RelationColumn]
+) -> list[classical.ColumnData]:
+    """Every row of the relation in one SELECT, in its natural order, as typed column values."""
+    selected = ", ".join(
+        f"tojsonb_literal({identifier(c.name)})::text" if c.is_array else identifier(c.name) for c in columns
+    )
+    rows = await catalog.rows(f"SELECT {selected} FROM {table_sql}")
+    values: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for index, (column, text) in enumerate(zip(columns, row, strict=True)):
+            if text is None:
+                values[index].append(None)
+            elif column.is_array:
+                values[index].append(_array(column.element, json.loads(text)))
+            else:
+                values[index].append(_scalar(column.element, text))
+    return [
+        classical.ColumnData(c.name, c.pg_type, v, nullable=c.nullable)
+        for c, v in zip(columns, values, strict=True)
+    ]
+
+
+async def latest_snapshot(catalog: Catalog, project_id: int) -> Snapshot:
+    """§3.5: the snapshot of the project's most recent model, its stored settings and preprocessors."""
+    found = await catalog.one(
+        "SELECT s.id, s.relation_name, s.y_column_name, s.test_size, s.test_sampling, s.materialized, s.columns "
+        "FROM pgml.models m JOIN pgml.snapshots s ON s.id = m.snapshot_id "
+        f"WHERE m.project_id = {project_id} ORDER BY m.created_at DESC, m.id DESC LIMIT 1"
+    )
+    if found is None:
+        raise InvalidParameterValue(
+            "You must pass a `relation_name` and `y_column_name` to snapshot the first time you train a model."
+        )
+    snapshot_id, relation, labels, test_size, sampling, materialized, columns = found
+    preprocess = {
+        str(c["name"]): c["preprocessor"]
+        for c in (json.loads(columns) if columns else [])
+        if isinstance(c, Mapping) and c.get("preprocessor")
+    }
+    return Snapshot(
+        id=int(str(snapshot_id)),
+        relation_name=str(relation),
+        y_column_names=[y for y in parse_array_text(labels) if y is not None] if labels else [],
+        test_size=float(str(test_size)),
+        test_sampling=str(sampling),
+        materialized=materialized == "t",
+        preprocess=preprocess,
+        new=False,
+    )
+
+
+async def take_snapshot(
+    catalog: Catalog, arguments: TrainArguments, task: str
+) -> tuple[Snapshot, list[classical.ColumnData]]:
+    """§3.5 with a relation: its columns introspected, the snapshot row, the rows read (materialized:
+    copied into ``pgml."snapshot_<id>"`` first and read from there)."""
+    relation = arguments.relation_name
+    assert relation is not None
+    notify("INFO", f'Snapshotting table "{relation}", this may take a little while...')
+    table_sql, columns = await _columns(catalog, relation)
+    names = {c.name for c in columns}
+    for label in arguments.y_column_names:
+        if label not in names:
+            raise InvalidParameterValue(
+                f"Column `{label}` not found. Did you pass the correct `y_column_name`?"
+            )
+    supervised = task in ("regression", "classification")
+    labels = list(arguments.y_column_names) if supervised else []
+    [[snapshot_id]] = await catalog.rows(
+        "INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, status, "
+        f"materialized) VALUES ({quote(relation)}, "
+        f"{('ARRAY[' + ', '.join(quote(y) for y in labels) + ']::text[]') if labels else 'NULL'}, "
+        f"{arguments.test_size!r}, {quote(arguments.test_sampling)}::pgml.sampling, 'in_progress', "
+        f"{'true' if arguments.materialize_snapshot else 'false'}) RETURNING id"
+    )
+    snapshot = Snapshot(
+        id=int(str(snapshot_id)),
+        relation_name=relation,
+        y_column_names=labels,
+        test_size=arguments.test_size,
+        test_sampling=arguments.test_sampling,
+        materialized=arguments.materialize_snapshot,
+        preprocess=dict(arguments.preprocess),
+    )
+    if snapshot.materialized:
+        copy = f"pgml.{identifier(f'snapshot_{snapshot.id}')}"
+        await catalog.rows(f"CREATE TABLE {copy} AS SELECT * FROM {table_sql}")
+        table_sql = copy
+    return snapshot, await _read(catalog, table_sql, columns)
+
+
+async def reuse_snapshot(
+    catalog: Catalog, arguments: TrainArguments, project_id: int
+) -> tuple[Snapshot, list[classical.ColumnData]]:
+    """§3.5 without a relation: the latest snapshot's settings; its copy when materialized, else the live
+    relation (re-sampled)."""
+    snapshot = await latest_snapshot(catalog, project_id)
+    notify("INFO", f'Using existing snapshot from "pgml"."snapshot_{snapshot.id}"')
+    snapshot.preprocess = {**snapshot.preprocess, **arguments.preprocess}
+    if snapshot.materialized:
+        table_sql, columns = await _columns(catalog, f"pgml.snapshot_{snapshot.id}")
+    else:
+        table_sql, columns = await _columns(catalog, snapshot.relation_name)
+    return snapshot, await _read(catalog, table_sql, columns)
