@@ -1,0 +1,47 @@
+-- The model lifecycle the way PostgresML's examples walk it (prediction comes with the next issue).
+-- Only what does not depend on the models' scores is printed, so the expected output is exact.
+CREATE EXTENSION IF NOT EXISTS pgml;
+
+-- classification
+SELECT * FROM pgml.load_dataset('iris');
+SELECT * FROM pgml.train('Iris Flowers', 'classification', 'pgml.iris', 'target', 'xgboost');
+SELECT * FROM pgml.train('Iris Flowers', algorithm => 'random_forest', automatic_deploy => false,
+                         hyperparams => '{"n_estimators": 10, "random_state": 0}');
+SELECT * FROM pgml.train('Iris Flowers', algorithm => 'svm', automatic_deploy => false,
+                         search => 'grid', search_params => '{"C": [0.5, 1.0]}', search_args => '{"cv": 2}');
+SELECT id, name, task, algorithm, runtime, deployed FROM pgml.trained_models ORDER BY id;
+SELECT algorithm, search, metrics ? 'f1' AS f1, metrics ? 'accuracy' AS accuracy,
+       (metrics -> 'search_results') IS NOT NULL AS searched
+  FROM pgml.models ORDER BY id;
+SELECT * FROM pgml.deploy('Iris Flowers', 'most_recent');
+SELECT * FROM pgml.deploy('Iris Flowers', 'rollback');
+SELECT * FROM pgml.deploy('Iris Flowers', 'most_recent', 'random_forest');
+SELECT * FROM pgml.deploy(1);
+SELECT name, task, algorithm FROM pgml.deployed_models;
+SELECT strategy FROM pgml.deployments ORDER BY id;
+
+-- regression, with preprocessing
+SELECT * FROM pgml.load_dataset('diabetes');
+SELECT * FROM pgml.train('Diabetes', 'regression', 'pgml.diabetes', 'target', 'linear',
+                         preprocess => '{"age": {"scale": "standard"}}');
+SELECT * FROM pgml.train('Diabetes', algorithm => 'ridge', automatic_deploy => false);
+SELECT p.name, m.algorithm, m.metrics ? 'r2' AS r2, m.metrics ? 'mean_squared_error' AS mse
+  FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE p.name = 'Diabetes' ORDER BY m.id;
+
+-- clustering and decomposition: linear becomes kmeans and pca
+SELECT * FROM pgml.train('Iris Clusters', 'clustering', 'pgml.iris', algorithm => 'linear',
+                         hyperparams => '{"n_clusters": 3}');
+SELECT * FROM pgml.train('Iris Components', 'decomposition', 'pgml.iris', algorithm => 'linear',
+                         hyperparams => '{"n_components": 2}');
+
+-- the catalog as dashboards read it
+SELECT name, task FROM pgml.projects ORDER BY id;
+SELECT relation_name, y_column_name, test_sampling, status, analysis FROM pgml.snapshots ORDER BY id;
+SELECT count(*) AS artifacts, bool_and(length(data) > 0) AS non_empty FROM pgml.files;
+SELECT name, task, algorithm FROM pgml.overview ORDER BY deployed_at DESC LIMIT 2;
+
+-- errors keep the contract's texts
+SELECT * FROM pgml.train('Iris Flowers', 'regression');
+SELECT * FROM pgml.train('Nope');
+SELECT * FROM pgml.deploy('Iris Flowers', 'sideways');
+DROP EXTENSION pgml CASCADE;
