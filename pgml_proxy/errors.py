@@ -92,6 +92,10 @@ class InvalidTextRepresentation(ProxyError):
     sqlstate = "22P02"
 
 
+class DataCorrupted(ProxyError):
+    sqlstate = "XX001"
+
+
 class InsufficientPrivilege(ProxyError):
     sqlstate = "42501"
 
@@ -124,7 +128,7 @@ class RelayedError(ProxyError):
 
 _ENGINE_ERRORS: dict[str, type[ProxyError]] = {
     cls.sqlstate: cls
-    for cls in (InvalidParameterValue, UndefinedObject, InsufficientPrivilege, QueryCanceled)
+    for cls in (InvalidParameterValue, UndefinedObject, InsufficientPrivilege, QueryCanceled, DataCorrupted)
 }
 
 

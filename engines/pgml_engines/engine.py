@@ -24,7 +24,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Hashable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +37,7 @@ from . import stream as streaming
 from . import transform as transforming
 from .batching import Batcher, BatchStats
 from .cache import ModelCache, ModelKey
+from .classical.serving import ServingCache
 from .config import EngineConfig
 from .errors import EngineError, EngineFailure, InvalidArgument, NotAllowed, translate
 from .notices import notify
@@ -53,6 +54,13 @@ _SWEEP_AT = 64
 _CLOSE_WAIT_S = 5.0
 #: A load that takes longer than this tells the client it is happening (a NOTICE), and when it is done.
 LOAD_NOTICE_AFTER_S = 1.0
+
+_CLASSICAL_FUNCTIONS: dict[str, Callable[[classical.ClassicalModel, Any], Any]] = {
+    "predict": classical.predict,
+    "predict_proba": classical.predict_proba,
+    "predict_joint": classical.predict_joint,
+    "decompose": classical.decompose,
+}
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,6 +136,7 @@ class Engine:
         self._inferred_tasks: dict[tuple[str, tasks.TransformLoadOptions], str] = {}
         self._loading: set[ModelKey] = set()
         self._training: classical.TrainingPool | None = None
+        self._serving = ServingCache()
         self._closed = False
 
     @property
@@ -295,11 +304,38 @@ class Engine:
         proxy that never trains starts no process). ``progress`` gets each TrainingProgress on the event loop,
         in the caller's task; cancelling the caller kills the training."""
         self._check_open()
+        return await classical.run_training(request, progress, pool=self._training_pool())
+
+    def _training_pool(self) -> classical.TrainingPool:
         with self._lock:
             if self._training is None:
                 self._training = classical.TrainingPool()
-            pool = self._training
-        return await classical.run_training(request, progress, pool=pool)
+            return self._training
+
+    # --- pgml.predict and friends --------------------------------------------------------------------------
+
+    async def classical_model(
+        self, key: Hashable, fetch: Callable[[], Awaitable[bytes]]
+    ) -> classical.ClassicalModel:
+        """The loaded model cached under ``key``; on a miss ``fetch()`` gives its artifact, which is first
+        loaded and run once in a child of the training pool (a crafted artifact crashes a throwaway process,
+        never the proxy) and only then loaded here, on a thread."""
+        self._check_open()
+        model = self._serving.get(key)
+        if model is not None:
+            return model
+        artifact = await fetch()
+        await self._training_pool().run(classical.artifacts.probe, artifact)
+        model = await asyncio.to_thread(classical.load_model, artifact)
+        self._serving.put(key, model)
+        return model
+
+    async def classical_predict(self, model: classical.ClassicalModel, function: str, features: Any) -> Any:
+        """``classical.<function>(model, features)`` (predict, predict_proba, predict_joint, decompose) on a
+        thread: a large batch must not stall the event loop."""
+        self._check_open()
+        run = _CLASSICAL_FUNCTIONS[function]
+        return await asyncio.to_thread(run, model, features)
 
     def stats(self) -> EngineStats:
         cache = self._cache.stats
@@ -347,6 +383,7 @@ class Engine:
             # callers with a bare cancellation.
             executor.shutdown(wait=False)
         self._cache.clear()
+        self._serving.clear()
 
     # --- checks --------------------------------------------------------------------------------------------
 

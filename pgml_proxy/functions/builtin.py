@@ -10,6 +10,7 @@ from pgml_proxy import __version__
 from pgml_proxy.functions.data import DATA
 from pgml_proxy.functions.lifecycle import LIFECYCLE
 from pgml_proxy.functions.nlp import NLP
+from pgml_proxy.functions.predict import PREDICT
 from pgml_proxy.functions.registry import CallContext, Overload, Registry, json_object
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
 from pgml_proxy.wire.types import FLOAT4_ARRAY, INT8, TEXT
@@ -98,5 +99,6 @@ BUILTIN: Final = Registry(
         *NLP,
         *DATA,
         *LIFECYCLE,
+        *PREDICT,
     ]
 )

@@ -11,12 +11,13 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from pgml_engines.engine import Engine
 from pgml_engines.errors import EngineError
 
 from pgml_proxy.errors import (
+    AmbiguousFunction,
     FeatureNotSupported,
     InternalError,
     InvalidParameterValue,
@@ -25,7 +26,7 @@ from pgml_proxy.errors import (
     engine_error,
 )
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Binding, Signature, resolve
-from pgml_proxy.wire.types import PgType, parse_array_text
+from pgml_proxy.wire.types import TEXT_FORMAT, PgType, decode_parameter, parse_array_text
 
 
 class SessionQueryFailed(Exception):
@@ -34,7 +35,14 @@ class SessionQueryFailed(Exception):
 
 
 class SessionQueries(Protocol):
-    """Statements run on the client's own upstream session (its permissions, its transaction)."""
+    """Statements run on the client's own upstream session (its permissions, its transaction).
+
+    ``writes``: the session may run any statement (the proxy answers the statement itself, the upstream is
+    idle). A read-only session runs inside another statement, possibly inside the client's pipeline, where
+    only a SELECT of exactly one column can travel: readers must ask nothing else.
+    """
+
+    writes: bool
 
     async def rows(self, sql: str) -> list[list[str | None]]: ...
 
@@ -63,6 +71,9 @@ class Overload:
     #: It runs statements on the client's session (load_dataset, train): only where the proxy answers
     #: the statement itself, never inside another statement.
     uses_session: bool = False
+    #: It reads the client's session with one-column SELECTs (predict: the deployment, the artifact), and
+    #: so cannot run while rows stream through a splice.
+    reads_session: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +111,16 @@ class Registry:
         only = types.pop() if len(types) == 1 else None
         return only if isinstance(only, PgType) else None
 
+    def reads_session(self, name: str) -> bool:
+        """Whether some overload of ``name`` reads the client's session (it must not be spliced)."""
+        return any(o.reads_session for o in self._by_name.get(name, ()))
+
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
-        binding = resolve(name, [o.signature for o in overloads], arguments)
+        try:
+            binding = resolve(name, [o.signature for o in overloads], arguments)
+        except AmbiguousFunction:
+            binding = _preferred(name, overloads, arguments)
         overload = next(o for o in overloads if o.signature is binding.signature)
         return ResolvedCall(overload, binding, tuple(a.type for a in arguments))
 
@@ -112,7 +130,9 @@ class Registry:
         """Run one overload over a batch of evaluations; STRICT calls with a NULL argument skip the work."""
         signature = resolved.signature
         arranged = [_arranged(resolved, row) for row in argument_rows]
-        if resolved.overload.uses_session and context.session is None:
+        if resolved.overload.reads_session and context.session is None:
+            raise FeatureNotSupported(f"pgml.{signature.function} cannot be computed while rows stream")
+        if resolved.overload.uses_session and (context.session is None or not context.session.writes):
             raise FeatureNotSupported(
                 f"pgml.{signature.function} can only be called as a statement of its own",
                 hint=f"Run it as SELECT * FROM pgml.{signature.function}(…).",
@@ -164,6 +184,27 @@ class Registry:
     @staticmethod
     def streams(resolved: ResolvedCall) -> bool:
         return resolved.overload.stream is not None
+
+
+def _preferred(name: str, overloads: Sequence[Overload], arguments: Sequence[Argument]) -> Binding:
+    """Postgres's next rule for a tie: keep the candidates that take the preferred type of the numeric
+    category (double precision) wherever an argument must be converted, so ``numeric[]`` picks the
+    ``double precision[]`` overload of pgml.predict over ``real[]``; still a tie: 42725 as before."""
+
+    def preferred(signature: Signature) -> bool:
+        try:
+            binding = resolve(name, [signature], arguments)
+        except ProxyError:
+            return False
+        for parameter, source in zip(signature.parameters, binding.sources, strict=True):
+            if source is None or arguments[source].type in (parameter.type, UNKNOWN):
+                continue
+            if parameter.type.removesuffix("[]") != "double precision":
+                return False
+        return True
+
+    kept = [o.signature for o in overloads if preferred(o.signature)]
+    return resolve(name, kept if len(kept) == 1 else [o.signature for o in overloads], arguments)
 
 
 def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
@@ -219,4 +260,12 @@ def _coerce(type_name: str, value: Any) -> Any:
             return json.loads(value)
         except ValueError as exc:
             raise InvalidTextRepresentation(f"invalid input syntax for type json: {exc}") from None
+    if type_name in _NUMERIC_INPUT:
+        try:
+            return decode_parameter(type_name, TEXT_FORMAT, value.encode())
+        except ValueError:
+            raise InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{value}"') from None
     return value
+
+
+_NUMERIC_INPUT: Final = frozenset(("real", "double precision", "smallint", "integer", "bigint", "numeric"))

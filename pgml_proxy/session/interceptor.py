@@ -134,9 +134,15 @@ class Interceptor:
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
         """Whether a call returns rows: chunk, rank, transform_stream, load_dataset, train, train_joint and
-        deploy always; embed when its input is visibly an array."""
+        deploy always; embed when its input is visibly an array; predict_batch unless its first argument
+        is visibly a model id."""
         if name in ("chunk", "rank", "transform_stream", "load_dataset", "train", "train_joint", "deploy"):
             return True
+        if name == "predict_batch":  # SETOF real by project, real[] by model id (§2.2, kept)
+            return not any(
+                (a.name == "model_id" or (a.name is None and i == 0)) and _numeric(a)
+                for i, a in enumerate(arguments)
+            )
         if name == "embed":
             return any(
                 a.name == "inputs" or (a.name is None and i == 1 and a.is_array())
@@ -318,6 +324,8 @@ class Interceptor:
 
     def _spliceable(self, call: CallSite) -> bool:
         """A select-list call whose value the proxy can write itself, casts included (DESIGN §4)."""
+        if self.registry.reads_session(call.name):
+            return False  # it needs side queries, impossible while the portal's rows stream
         if call.strategy is not Strategy.SPLICE or call.level is None or call.level.targets_end is None:
             return False
         returns = self.registry.scalar_return(call.name)
@@ -387,7 +395,7 @@ class Interceptor:
         engine = await self.engine()
         if not sets:
             [result] = await self.registry.call(
-                CallContext(engine), resolved, [[evaluated[i].value for i in fixed]]
+                CallContext(engine, _ReadQueries(channel)), resolved, [[evaluated[i].value for i in fixed]]
             )
             return resolved.signature, result
         if len(sets) > 1 or resolved.signature.set_returning:
@@ -399,7 +407,7 @@ class Interceptor:
             [value if i == position else evaluated[i].value for i in range(len(call.args))]
             for value in values.values
         ]
-        results = await self.registry.call(CallContext(engine), resolved, rows)
+        results = await self.registry.call(CallContext(engine, _ReadQueries(channel)), resolved, rows)
         return dataclasses.replace(resolved.signature, set_returning=True), results
 
     async def _fold(
@@ -453,7 +461,7 @@ class Interceptor:
             for i, value in zip(dependent, json.loads(key_text or "[]"), strict=True):
                 row[i] = value
             argument_rows.append(row)
-        context = CallContext(await self.engine())
+        context = CallContext(await self.engine(), _ReadQueries(channel))
         results = await self.registry.call(context, resolved, argument_rows) if keys else []
         signature = resolved.signature
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
@@ -588,7 +596,8 @@ class Interceptor:
             return Bound(bind.encode())  # the upstream reports the count mismatch as Postgres does
         results: dict[int, Any] = {}
         spliced: list[SplicedCall] = []
-        context = CallContext(await self.engine())
+        reads = None if channel is None else _ReadQueries(channel, bind, prepared.parse.param_types)
+        context = CallContext(await self.engine(), reads)
         if prepared.stream is not None:
             [plan] = prepared.calls
             values = await self._bound_values(prepared, plan, bind, results, channel)
@@ -795,9 +804,37 @@ class _SessionQueries:
     """Side queries on the client's session, run where the upstream is idle (simple protocol)."""
 
     channel: SideChannel
+    writes: bool = True
 
     async def rows(self, sql: str) -> list[list[str | None]]:
         return (await self.channel.side_query(sql)).rows
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadQueries:
+    """Read-only side queries from inside another statement. With ``bind`` they run in the client's
+    pipeline (:func:`~pgml_proxy.session.side_query.pipeline_query_messages`), which carries only a SELECT
+    of exactly one column; readers ask nothing else, anywhere, so one rule serves both protocols."""
+
+    channel: SideChannel
+    bind: Bind | None = None
+    param_types: Sequence[int] = ()
+    writes: bool = False
+
+    async def rows(self, sql: str) -> list[list[str | None]]:
+        return (await self.channel.side_query(sql, self.bind, self.param_types)).rows
+
+
+def _numeric(argument: ArgumentSite) -> bool:
+    """The argument is visibly a number: a numeric literal, or cast to an integer type."""
+    if argument.cast is not None:
+        return argument.cast.lower() in ("bigint", "int8", "integer", "int", "int4", "smallint", "int2")
+    literal = argument.literal
+    return (
+        literal is not None
+        and isinstance(literal.value, int | float | Decimal)
+        and not isinstance(literal.value, bool)
+    )
 
 
 @dataclass(frozen=True, slots=True)

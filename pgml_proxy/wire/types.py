@@ -315,8 +315,17 @@ TYPE_NAMES: Final = {
     1700: "numeric",
     3802: "jsonb",
     3807: "jsonb[]",
+    1000: "boolean[]",
+    1005: "smallint[]",
+    1007: "integer[]",
+    1016: "bigint[]",
+    1021: "real[]",
+    1022: "double precision[]",
+    1231: "numeric[]",
 }
 """Type names of the OIDs a client may declare for parameters the proxy reads."""
+
+_TEXT_LIKE: Final = frozenset(("text", "character varying", "character", "name", "unknown"))
 
 TYPE_OIDS: Final = {name: oid for oid, name in TYPE_NAMES.items() if oid not in (0, 705)}
 
@@ -329,10 +338,12 @@ def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
     text = data.decode()
     if type_name in ("json", "jsonb"):
         return json.loads(text)
-    if type_name == "jsonb[]":
-        return [None if e is None else json.loads(e) for e in parse_array_text(text)]
     if type_name.endswith("[]"):
-        return parse_array_text(text)
+        element = type_name[:-2]
+        elements = parse_array_text(text)
+        if element in _TEXT_LIKE:
+            return elements
+        return [None if e is None else decode_parameter(element, fmt, e.encode()) for e in elements]
     if type_name in ("smallint", "integer", "bigint"):
         return int(text)
     if type_name in ("real", "double precision", "numeric"):
@@ -347,10 +358,9 @@ def _decode_binary(type_name: str, data: bytes) -> Any:
         return json.loads(data[1:].decode())
     if type_name == "json":
         return json.loads(data.decode())
-    if type_name == "jsonb[]":  # each element in jsonb_recv's layout: a version byte, then the text
-        return [None if e is None else json.loads(e[1:]) for e in _array_from_binary(data)]
-    if type_name.endswith("[]"):
-        return _array_from_binary(data)
+    if type_name.endswith("[]"):  # each element in its type's receive layout
+        element = type_name[:-2]
+        return [None if e is None else _decode_binary(element, e) for e in _array_from_binary(data)]
     integer = {"smallint": "!h", "integer": "!i", "bigint": "!q"}.get(type_name)
     if integer:
         return struct.unpack(integer, data)[0]
@@ -363,8 +373,8 @@ def _decode_binary(type_name: str, data: bytes) -> Any:
     return data.decode()
 
 
-def _array_from_binary(data: bytes) -> list[str | None]:
-    """A one-dimensional array of a text-like element type, in array_recv layout."""
+def _array_from_binary(data: bytes) -> list[bytes | None]:
+    """The elements of a one-dimensional array in array_recv layout, each as its own binary value."""
     ndim, _, _ = struct.unpack_from("!iiI", data)
     if ndim == 0:
         return []
@@ -372,7 +382,7 @@ def _array_from_binary(data: bytes) -> list[str | None]:
         raise ValueError("only one-dimensional arrays are accepted here")
     (count, _) = struct.unpack_from("!ii", data, 12)
     values, _ = read_values(data, 20, count)
-    return [None if v is None else v.decode() for v in values]
+    return [None if v is None else bytes(v) for v in values]
 
 
 def parse_array_text(text: str) -> list[str | None]:

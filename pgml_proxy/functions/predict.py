@@ -1,0 +1,172 @@
+"""pgml.predict, predict_proba, predict_joint, predict_batch and decompose (contract §2.2, §6.2).
+
+Every call batch reads the client's session, never writes it: per distinct project one one-column SELECT
+finds the newest deployment's model id (so a new deployment is seen from the next statement, by every
+session and every proxy), and, on a cache miss only, one more reads the artifact from ``pgml.files``. The
+loaded model is cached in the engine by (database identity, model id): a model id never changes its artifact.
+
+The database identity is ``<database oid>:<name>@<server address>:<port>:<postmaster start epoch>``, all
+readable by any role (``pg_control_system()``'s system identifier needs pg_monitor or superuser). The oid tells
+a dropped and recreated database of the same name apart; the start time tells apart two clusters that look
+alike from here (two containers behind one address), at the cost of a reload after a restart.
+
+The ``"row" anyelement`` forms (snapshot preprocessing) are not implemented yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+from pgml_engines import classical
+
+from pgml_proxy.errors import InvalidParameterValue, UndefinedObject
+from pgml_proxy.functions.lifecycle import ARTIFACT_PATH
+from pgml_proxy.functions.registry import CallContext, Implementation, Overload, SessionQueries
+from pgml_proxy.functions.signatures import Parameter, Signature
+from pgml_proxy.sql.literals import quote
+from pgml_proxy.wire.types import FLOAT4, FLOAT4_ARRAY, PgType
+
+IDENTITY: Final = (
+    "((SELECT oid FROM pg_database WHERE datname = current_database())::text || ':' || current_database()"
+    " || '@' || coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port')"
+    " || ':' || extract(epoch FROM pg_postmaster_start_time())::text)"
+)
+_FEATURE_TYPES: Final = ("real[]", "double precision[]", "smallint[]", "integer[]", "bigint[]", "boolean[]")
+
+
+async def _deployed(session: SessionQueries, project: str) -> tuple[str, int]:
+    """The database identity and the project's current model id, in one statement."""
+    [[found]] = await session.rows(
+        f"SELECT {IDENTITY} || '|' || coalesce((SELECT d.model_id::text FROM pgml.deployments d "
+        f"JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = {quote(project)} "
+        "ORDER BY d.created_at DESC, d.id DESC LIMIT 1), '')"
+    )
+    assert found is not None
+    identity, _, model_id = found.rpartition("|")
+    if not model_id:
+        raise UndefinedObject(f"No deployed model exists for the project named: `{project}`")
+    return identity, int(model_id)
+
+
+async def _model(context: CallContext, identity: str, model_id: int) -> classical.ClassicalModel:
+    session = _session(context)
+
+    async def fetch() -> bytes:
+        parts = await session.rows(
+            f"SELECT encode(data, 'base64') FROM pgml.files WHERE model_id = {model_id} "
+            f"AND path = {quote(ARTIFACT_PATH)} ORDER BY part"
+        )
+        if not parts:
+            raise UndefinedObject(f"No model with id {model_id} exists (or it has no stored artifact)")
+        return b"".join(base64.b64decode(part or "") for (part,) in parts)
+
+    return await context.engine.classical_model((identity, model_id), fetch)
+
+
+def _session(context: CallContext) -> SessionQueries:
+    assert context.session is not None  # the registry runs reads_session overloads only with one
+    return context.session
+
+
+async def _models(
+    context: CallContext, calls: list[tuple[Any, ...]], by_project: bool
+) -> dict[Any, classical.ClassicalModel]:
+    """The model of every distinct first argument (a project name or a model id), each resolved once."""
+    session = _session(context)
+    found: dict[Any, classical.ClassicalModel] = {}
+    identity: str | None = None
+    for target in dict.fromkeys(call[0] for call in calls):
+        if by_project:
+            where, model_id = await _deployed(session, str(target))
+        else:
+            if identity is None:
+                [[identity]] = await session.rows(f"SELECT {IDENTITY}")
+                assert identity is not None
+            where, model_id = identity, int(target)
+        found[target] = await _model(context, where, model_id)
+    return found
+
+
+def _floats(values: Any) -> list[float]:
+    """An array argument as floats, flattened: NULL → NaN, booleans → 1/0, 'NaN'/'Infinity' texts read."""
+    out: list[float] = []
+    for value in values:
+        if isinstance(value, list):
+            out += _floats(value)
+        elif value is None:
+            out.append(math.nan)
+        else:
+            out.append(float(value))
+    return out
+
+
+def _checked(model: classical.ClassicalModel, features: list[float]) -> list[float]:
+    if len(features) != model.num_features:
+        raise InvalidParameterValue(
+            f"wrong number of features: the model expects {model.num_features}, got {len(features)}"
+        )
+    return features
+
+
+def _per_row(function: str, by_project: bool) -> Implementation:
+    """One feature vector per call: the calls of each model go to it as one matrix."""
+
+    async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+        models = await _models(context, calls, by_project)
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for index, call in enumerate(calls):
+            groups[call[0]].append(index)
+        results: list[Any] = [None] * len(calls)
+        for target, indexes in groups.items():
+            model = models[target]
+            matrix = np.asarray([_checked(model, _floats(calls[i][1])) for i in indexes], dtype=np.float32)
+            out = await context.engine.classical_predict(model, function, matrix)
+            for index, value in zip(indexes, np.asarray(out).tolist(), strict=True):
+                results[index] = value
+        return results
+
+    return run
+
+
+def _batch(by_project: bool) -> Implementation:
+    """predict_batch: each call's array is many rows concatenated; one prediction per row."""
+
+    async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+        models = await _models(context, calls, by_project)
+        results = []
+        for target, features in calls:
+            out = await context.engine.classical_predict(models[target], "predict", _floats(features))
+            results.append(np.asarray(out).tolist())
+        return results
+
+    return run
+
+
+def _overload(
+    function: str, first: Parameter, feature_type: str, returns: PgType, run: Implementation, **kw: Any
+) -> Overload:
+    """``run`` is told by ``first`` whether its first argument names a project or a model id."""
+    second = Parameter("vector" if function == "decompose" else "features", feature_type)
+    return Overload(Signature(function, (first, second), returns, **kw), run, reads_session=True)
+
+
+_PROJECT: Final = Parameter("project_name", "text")
+_MODEL_ID: Final = Parameter("model_id", "bigint")
+
+PREDICT: Final[Sequence[Overload]] = (
+    *(_overload("predict", _PROJECT, t, FLOAT4, _per_row("predict", True)) for t in _FEATURE_TYPES),
+    _overload("predict", _MODEL_ID, "real[]", FLOAT4, _per_row("predict", False)),
+    *(
+        _overload(function, first, "real[]", FLOAT4_ARRAY, _per_row(function, first is _PROJECT))
+        for function in ("predict_proba", "predict_joint")
+        for first in (_PROJECT, _MODEL_ID)
+    ),
+    _overload("predict_batch", _PROJECT, "real[]", FLOAT4, _batch(True), set_returning=True),
+    _overload("predict_batch", _MODEL_ID, "real[]", FLOAT4_ARRAY, _batch(False)),
+    _overload("decompose", _PROJECT, "real[]", FLOAT4_ARRAY, _per_row("decompose", True)),
+)

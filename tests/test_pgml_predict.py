@@ -1,0 +1,153 @@
+"""pgml.predict and friends through real clients (contract §2.2, §6.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import numpy as np
+import psycopg
+import psycopg.errors
+import pytest
+from pgml_engines import classical
+
+from tests.conftest import Upstream
+from tests.support.servers import ProxyProcess
+
+
+@pytest.fixture
+def database(upstream: Upstream, proxy: ProxyProcess) -> Iterator[str]:
+    """A database with Iris (xgboost, deployed), Diabetes (linear) trained through the proxy."""
+    name = f"predict_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(upstream.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(proxy.url(database=name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pgml")
+        for source in ("iris", "diabetes"):
+            conn.execute("SELECT * FROM pgml.load_dataset(%s)", (source,))
+        conn.execute(
+            "SELECT * FROM pgml.train('Iris', 'classification', 'pgml.iris', 'target', algorithm => 'xgboost')"
+        )
+        conn.execute("SELECT * FROM pgml.train('Diabetes', 'regression', 'pgml.diabetes', 'target')")
+    yield name
+    with psycopg.connect(upstream.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _artifact(conn: psycopg.Connection, model_id: int) -> classical.ClassicalModel:
+    parts = conn.execute(
+        "SELECT data FROM pgml.files WHERE model_id = %s AND path = 'estimator.rmp' ORDER BY part",
+        (model_id,),
+    ).fetchall()
+    return classical.load_model(b"".join(bytes(p) for (p,) in parts))
+
+
+def _deployed(conn: psycopg.Connection, project: str) -> int:
+    return conn.execute(
+        "SELECT d.model_id FROM pgml.deployments d JOIN pgml.projects p ON p.id = d.project_id "
+        "WHERE p.name = %s ORDER BY d.created_at DESC, d.id DESC LIMIT 1",
+        (project,),
+    ).fetchone()[0]
+
+
+def test_predict_answers_constants_table_rows_and_where(
+    upstream: Upstream, proxy: ProxyProcess, database: str
+) -> None:
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        for binary in (False, True):
+            cursor = conn.cursor(binary=binary)
+            cursor.execute("SELECT pgml.predict('Iris', ARRAY[5.1, 3.5, 1.4, 0.2]::real[])")
+            assert cursor.description[0].name == "predict" and cursor.description[0].type_code == 700
+            assert cursor.fetchall() == [(0.0,)]
+        rows = conn.execute(
+            "SELECT target, pgml.predict('Iris', ARRAY[sepal_length, sepal_width, petal_length, petal_width]) "
+            "FROM pgml.iris ORDER BY 1"
+        ).fetchall()
+        features = conn.execute(
+            "SELECT sepal_length, sepal_width, petal_length, petal_width FROM pgml.iris ORDER BY target"
+        ).fetchall()
+        model_id = _deployed(conn, "Iris")
+        expected = classical.predict(_artifact(conn, model_id), np.asarray(features, dtype=np.float32))
+        assert len(rows) == 150
+        assert np.mean([t == p for t, p in rows]) > 0.9
+        assert sorted(p for _, p in rows) == sorted(expected.tolist())
+        [(agree,)] = conn.execute(
+            "SELECT count(*) FROM pgml.iris WHERE pgml.predict('Iris', "
+            "ARRAY[sepal_length, sepal_width, petal_length, petal_width]) = target"
+        ).fetchall()
+        assert agree > 135
+        by_id = conn.execute(
+            "SELECT pgml.predict(%s::bigint, ARRAY[5.1, 3.5, 1.4, 0.2]::real[])", (model_id,)
+        )
+        assert by_id.fetchone() == (0.0,)
+
+    async def with_asyncpg() -> None:
+        conn = await asyncpg.connect(proxy.url(database=database))
+        try:
+            value = await conn.fetchval("SELECT pgml.predict($1, $2::real[])", "Iris", [6.7, 3.0, 5.2, 2.3])
+            assert value == 2.0
+        finally:
+            await conn.close()
+
+    asyncio.run(with_asyncpg())
+
+
+def test_probabilities_batches_and_errors(proxy: ProxyProcess, database: str) -> None:
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        [(proba,)] = conn.execute(
+            "SELECT pgml.predict_proba('Iris', ARRAY[5.1, 3.5, 1.4, 0.2]::real[])"
+        ).fetchall()
+        assert len(proba) == 3 and abs(sum(proba) - 1) < 1e-4 and proba[0] > 0.5
+        batch = conn.execute(
+            "SELECT pgml.predict_batch('Iris', ARRAY[5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3])"
+        ).fetchall()
+        assert batch == [(0.0,), (2.0,)]
+        model_id = _deployed(conn, "Iris")
+        [(by_id,)] = conn.execute(
+            f"SELECT pgml.predict_batch({model_id}, ARRAY[5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3])"
+        ).fetchall()
+        assert by_id == [0.0, 2.0]
+        with pytest.raises(
+            psycopg.errors.UndefinedObject, match="No deployed model exists for the project named: `Nope`"
+        ):
+            conn.execute("SELECT pgml.predict('Nope', ARRAY[1, 2])")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="expects 4"):
+            conn.execute("SELECT pgml.predict('Iris', ARRAY[1, 2])")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="probabilities for a regression"):
+            conn.execute("SELECT pgml.predict_proba('Diabetes', ARRAY[1,2,3,4,5,6,7,8,9,10])")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_next_statement_uses_a_new_deployment_and_tampering_is_refused(
+    upstream: Upstream, proxy: ProxyProcess, database: str
+) -> None:
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        first = _deployed(conn, "Diabetes")
+        x = "ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]"
+        [(before,)] = conn.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchall()
+        conn.execute(
+            "SELECT * FROM pgml.train('Diabetes', algorithm => 'ridge', hyperparams => '{\"alpha\": 100}')"
+        )
+        conn.execute("SELECT * FROM pgml.deploy('Diabetes', 'most_recent')")
+        second = _deployed(conn, "Diabetes")
+        assert second != first
+        [(after,)] = conn.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchall()
+        assert after != before
+        assert after == pytest.approx(
+            float(classical.predict(_artifact(conn, second), np.asarray([eval(x[5:])], dtype=np.float32))[0])
+        )
+        # a model no proxy has loaded yet: its bytes are read (and checked) at its first prediction
+        conn.execute("SELECT * FROM pgml.train('Diabetes', algorithm => 'lasso', automatic_deploy => false)")
+        [[third]] = conn.execute("SELECT max(id) FROM pgml.models").fetchall()
+    with psycopg.connect(upstream.url(database=database), autocommit=True) as direct:
+        direct.execute(
+            "UPDATE pgml.files SET data = overlay(data PLACING '\\xdeadbeef'::bytea FROM length(data) - 8) "
+            "WHERE model_id = %s",
+            (third,),
+        )
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DataCorrupted, match=r"checksum|artifact"):
+            conn.execute(f"SELECT pgml.predict({third}, {x}::real[])")
+        assert conn.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchone() == (after,)
