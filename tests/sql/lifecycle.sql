@@ -1,4 +1,4 @@
--- The model lifecycle the way PostgresML's examples walk it (prediction comes with the next issue).
+-- The model lifecycle the way PostgresML's examples walk it.
 -- Only what does not depend on the models' scores is printed, so the expected output is exact.
 CREATE EXTENSION IF NOT EXISTS pgml;
 
@@ -34,6 +34,16 @@ SELECT * FROM pgml.train('Iris Clusters', 'clustering', 'pgml.iris', algorithm =
 SELECT * FROM pgml.train('Iris Components', 'decomposition', 'pgml.iris', algorithm => 'linear',
                          hyperparams => '{"n_components": 2}');
 
+-- prediction: by project (its deployment now), by model id, over table rows, the other shapes
+SELECT pgml.predict('Iris Flowers', ARRAY[5.1, 3.5, 1.4, 0.2]) AS setosa;
+SELECT pgml.predict(1, ARRAY[6.7, 3.0, 5.2, 2.3]) AS virginica;
+SELECT avg((pgml.predict('Iris Flowers', ARRAY[sepal_length, sepal_width, petal_length, petal_width]) = target)::int) > 0.9
+       AS accurate FROM pgml.iris;
+SELECT array_length(pgml.predict_proba('Iris Flowers', ARRAY[5.1, 3.5, 1.4, 0.2]), 1) AS classes;
+SELECT count(*) FROM pgml.predict_batch('Iris Flowers', ARRAY[5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]);
+SELECT array_length(pgml.decompose('Iris Components', ARRAY[5.1, 3.5, 1.4, 0.2, 0]), 1) AS components;  -- no label: target is a feature
+SELECT pgml.predict('Diabetes', ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]) > 0 AS positive;
+
 -- the catalog as dashboards read it
 SELECT name, task FROM pgml.projects ORDER BY id;
 SELECT relation_name, y_column_name, test_sampling, status, analysis FROM pgml.snapshots ORDER BY id;
@@ -44,4 +54,7 @@ SELECT name, task, algorithm FROM pgml.overview ORDER BY deployed_at DESC LIMIT 
 SELECT * FROM pgml.train('Iris Flowers', 'regression');
 SELECT * FROM pgml.train('Nope');
 SELECT * FROM pgml.deploy('Iris Flowers', 'sideways');
+SELECT pgml.predict('Nope', ARRAY[1, 2]);
+SELECT pgml.predict('Iris Flowers', ARRAY[1, 2]);
+SELECT pgml.predict_proba('Diabetes', ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]);
 DROP EXTENSION pgml CASCADE;

@@ -243,7 +243,9 @@ def probe(data: bytes, send: Any = None) -> str:
     (``await pool.run(probe, data)``), so that an artifact of unknown origin meets the native parsers in a
     throwaway process first, where a parser crash costs a worker instead of the proxy."""
     model = unpack(data)
-    model.estimator.predict(np.zeros((1, model.num_features), dtype=np.float32))
+    row = np.zeros((1, model.num_features), dtype=np.float32)
+    run = model.estimator.transform if model.task == "decomposition" else model.estimator.predict
+    run(row)
     return read_header(data)[0]["format"]
 
 
