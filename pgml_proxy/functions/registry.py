@@ -46,6 +46,11 @@ class SessionQueries(Protocol):
 
     async def rows(self, sql: str) -> list[list[str | None]]: ...
 
+    @property
+    def in_transaction_block(self) -> bool:
+        """The client is inside a transaction block, which statements run here join."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CallContext:

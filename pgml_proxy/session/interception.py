@@ -348,6 +348,11 @@ class Interception:
         self.client.write(message(COMMAND_COMPLETE, cstring(tag)) + ready(status))
         self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
 
+    @property
+    def in_transaction_block(self) -> bool:
+        """The client is inside a transaction block (functions writing the catalog join it)."""
+        return self.upstream_side.transaction_status == IN_TRANSACTION  # type: ignore[union-attr]
+
     async def own_snapshot(self) -> None:
         """Before a materialized call reads its arguments: outside a transaction block, open one of the
         proxy's own (REPEATABLE READ), so the argument read and the statement see the same rows."""

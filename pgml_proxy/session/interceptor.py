@@ -85,6 +85,11 @@ class SideChannel(Protocol):
         """Outside a transaction block, run what follows in one snapshot the proxy opens (and ends)."""
         ...
 
+    @property
+    def in_transaction_block(self) -> bool:
+        """The client is inside a transaction block (BEGIN …)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Value:
@@ -809,6 +814,10 @@ class _SessionQueries:
     async def rows(self, sql: str) -> list[list[str | None]]:
         return (await self.channel.side_query(sql)).rows
 
+    @property
+    def in_transaction_block(self) -> bool:
+        return self.channel.in_transaction_block
+
 
 @dataclass(frozen=True, slots=True)
 class _ReadQueries:
@@ -823,6 +832,10 @@ class _ReadQueries:
 
     async def rows(self, sql: str) -> list[list[str | None]]:
         return (await self.channel.side_query(sql, self.bind, self.param_types)).rows
+
+    @property
+    def in_transaction_block(self) -> bool:
+        return self.channel.in_transaction_block
 
 
 def _numeric(argument: ArgumentSite) -> bool:

@@ -127,23 +127,15 @@ class Catalog:
                 hint=f"Run CREATE EXTENSION pgml before calling pgml.{function}.",
             )
 
-    async def in_transaction_block(self) -> bool:
-        """Whether the client is inside a transaction block.
-
-        ``rows`` gives no transaction status, so the session is asked: the first statement gets the
-        transaction an id, the second sees it only if both ran in one transaction, that is, in a block
-        (outside one each side query is its own implicit transaction). No error, no notice, nothing that
-        outlives the block.
-        """
-        await self.rows("SELECT txid_current()")
-        [[assigned]] = await self.rows("SELECT txid_current_if_assigned()")
-        return assigned is not None
+    @property
+    def in_transaction_block(self) -> bool:
+        return self.session.in_transaction_block
 
 
 async def in_one_transaction(catalog: Catalog, work: Any) -> Any:
     """Run ``work()`` in the client's transaction block, or in one of the proxy's (BEGIN … COMMIT) when
     the client has none; a failure then rolls everything back, and the client is told it is idle."""
-    if await catalog.in_transaction_block():
+    if catalog.in_transaction_block:
         return await work()
     await catalog.rows("BEGIN")
     try:
