@@ -119,3 +119,19 @@ def nlp_conn(nlp_proxy: ProxyProcess) -> Iterator[Any]:
 
     with psycopg.connect(nlp_proxy.url(), autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def scratch_database(upstream: Upstream) -> Iterator[str]:
+    """A database of its own for the test, dropped after it: the pgml catalog changes what every session
+    of a database sees."""
+    import uuid
+
+    import psycopg
+
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(upstream.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield name
+    with psycopg.connect(upstream.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

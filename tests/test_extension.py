@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import psycopg
 import psycopg.errors
 import pytest
@@ -13,25 +10,14 @@ from tests.conftest import Upstream
 from tests.support.servers import ProxyProcess, run_psql
 
 
-@pytest.fixture
-def database(upstream: Upstream) -> Iterator[str]:
-    """A database of its own: the catalog changes what every session of a database sees."""
-    name = f"ext_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 def _notices(conn: psycopg.Connection) -> list[str]:
     seen: list[str] = []
     conn.add_notice_handler(lambda diag: seen.append(diag.message_primary or ""))
     return seen
 
 
-def test_create_then_use_then_drop(proxy: ProxyProcess, database: str) -> None:
-    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+def test_create_then_use_then_drop(proxy: ProxyProcess, scratch_database: str) -> None:
+    with psycopg.connect(proxy.url(database=scratch_database), autocommit=True) as conn:
         notices = _notices(conn)
         assert conn.execute("CREATE EXTENSION pgml").statusmessage == "CREATE EXTENSION"
         tables = {
@@ -63,15 +49,15 @@ def test_create_then_use_then_drop(proxy: ProxyProcess, database: str) -> None:
         assert 'extension "pgml" does not exist, skipping' in notices
 
 
-def test_a_rolled_back_block_leaves_nothing(proxy: ProxyProcess, database: str) -> None:
-    with psycopg.connect(proxy.url(database=database)) as conn:
+def test_a_rolled_back_block_leaves_nothing(proxy: ProxyProcess, scratch_database: str) -> None:
+    with psycopg.connect(proxy.url(database=scratch_database)) as conn:
         conn.execute("CREATE EXTENSION pgml")
         conn.rollback()
         assert conn.execute("SELECT to_regclass('pgml.projects')").fetchone() == (None,)
 
 
-def test_a_dependent_view_needs_cascade(proxy: ProxyProcess, database: str) -> None:
-    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+def test_a_dependent_view_needs_cascade(proxy: ProxyProcess, scratch_database: str) -> None:
+    with psycopg.connect(proxy.url(database=scratch_database), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pgml")
         conn.execute("CREATE VIEW project_names AS SELECT name FROM pgml.projects")
         with pytest.raises(psycopg.errors.DependentObjectsStillExist):
@@ -81,9 +67,11 @@ def test_a_dependent_view_needs_cascade(proxy: ProxyProcess, database: str) -> N
         assert conn.execute("SELECT to_regclass('project_names')").fetchone() == (None,)
 
 
-def test_psql_and_a_function_calling_a_stub(proxy: ProxyProcess, upstream: Upstream, database: str) -> None:
+def test_psql_and_a_function_calling_a_stub(
+    proxy: ProxyProcess, upstream: Upstream, scratch_database: str
+) -> None:
     done = run_psql(
-        proxy.url(database=database),
+        proxy.url(database=scratch_database),
         "-X",
         "-c",
         "CREATE EXTENSION IF NOT EXISTS pgml",
@@ -92,14 +80,14 @@ def test_psql_and_a_function_calling_a_stub(proxy: ProxyProcess, upstream: Upstr
     )
     assert done.returncode == 0, done.stderr
     assert "embed" in done.stdout and "real[]" in done.stdout
-    with psycopg.connect(upstream.url(database=database), autocommit=True) as direct:
+    with psycopg.connect(upstream.url(database=scratch_database), autocommit=True) as direct:
         # made behind the proxy's back (through the proxy it is refused with 0A000 at once)
         direct.execute(
             "CREATE FUNCTION hidden() RETURNS real[] LANGUAGE sql AS $$ SELECT pgml.embed('m', 'x') $$"
         )
     # the call runs inside PostgreSQL, out of the proxy's sight: the stub says so
     with (
-        psycopg.connect(proxy.url(database=database), autocommit=True) as conn,
+        psycopg.connect(proxy.url(database=scratch_database), autocommit=True) as conn,
         pytest.raises(psycopg.errors.FeatureNotSupported, match=r"pgml\.embed"),
     ):
         conn.execute("SELECT hidden()")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import numpy as np
@@ -18,11 +16,9 @@ from tests.support.servers import ProxyProcess
 
 
 @pytest.fixture
-def database(upstream: Upstream, proxy: ProxyProcess) -> Iterator[str]:
+def database(scratch_database: str, proxy: ProxyProcess) -> str:
     """A database with Iris (xgboost, deployed), Diabetes (linear) trained through the proxy."""
-    name = f"predict_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+    name = scratch_database
     with psycopg.connect(proxy.url(database=name), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pgml")
         for source in ("iris", "diabetes"):
@@ -31,9 +27,7 @@ def database(upstream: Upstream, proxy: ProxyProcess) -> Iterator[str]:
             "SELECT * FROM pgml.train('Iris', 'classification', 'pgml.iris', 'target', algorithm => 'xgboost')"
         )
         conn.execute("SELECT * FROM pgml.train('Diabetes', 'regression', 'pgml.diabetes', 'target')")
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    return name
 
 
 def _artifact(conn: psycopg.Connection, model_id: int) -> classical.ClassicalModel:

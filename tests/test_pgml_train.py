@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import psycopg
@@ -16,18 +15,14 @@ from tests.support.servers import PASSWORD, ProxyProcess
 
 
 @pytest.fixture
-def database(upstream: Upstream, proxy: ProxyProcess) -> Iterator[str]:
+def database(scratch_database: str, proxy: ProxyProcess) -> str:
     """A database of its own with the catalog and the toy tables the tests train on."""
-    name = f"train_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+    name = scratch_database
     with psycopg.connect(proxy.url(database=name), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pgml")
         for source in ("iris", "diabetes", "breast_cancer"):
             conn.execute("SELECT * FROM pgml.load_dataset(%s)", (source,))
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    return name
 
 
 def _notices(conn: psycopg.Connection) -> list[tuple[str, str]]:

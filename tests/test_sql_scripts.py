@@ -6,33 +6,19 @@ reading the diff."""
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.conftest import Upstream
 from tests.support.servers import ProxyProcess, run_psql
 
 SCRIPTS = sorted(p for p in (Path(__file__).parent / "sql").glob("*.sql") if p.with_suffix(".out").exists())
 
 
-@pytest.fixture
-def database(upstream: Upstream) -> Iterator[str]:
-    name = f"sql_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield name
-    with psycopg.connect(upstream.url(), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
-def test_script_prints_its_expected_output(proxy: ProxyProcess, database: str, script: Path) -> None:
+def test_script_prints_its_expected_output(proxy: ProxyProcess, scratch_database: str, script: Path) -> None:
     done = run_psql(
-        proxy.url(database=database), "-X", "-v", "ON_ERROR_STOP=0", "-f", str(script), timeout=600
+        proxy.url(database=scratch_database), "-X", "-v", "ON_ERROR_STOP=0", "-f", str(script), timeout=600
     )
     # psql names the script by the path it was given: the expected output names it by its file name
     errors = [
