@@ -137,6 +137,31 @@ def simple_query(url: str, sql: str) -> list[tuple]:
 # -- readings --------------------------------------------------------------------------------------
 
 
+def timed_proxy_query(servers: ProxiedPostgres, sql: str, rows: int) -> tuple[dict, list[tuple]]:
+    """``sql`` through the proxy (simple protocol), every row fetched: the timings (to the first row, to
+    the last, CPU of the proxy and of the server) and the rows; BenchmarkError unless there are ``rows``."""
+    with psycopg.connect(servers.proxy_url, autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cpu_before, server_before = cpu_seconds(servers.proxy_pid), server_cpu_seconds(servers.data_dir)
+        start = time.perf_counter()
+        cur.execute(sql)
+        first = time.perf_counter()  # the first row arrived
+        result = cur.fetchall()
+        end = time.perf_counter()
+        cpu = cpu_seconds(servers.proxy_pid) - cpu_before
+        server_cpu = server_cpu_seconds(servers.data_dir) - server_before
+    if len(result) != rows:
+        raise BenchmarkError(f"proxy returned {len(result)} rows, expected {rows}")
+    timing = {
+        "seconds": end - start,
+        "execute_s": first - start,
+        "fetch_s": end - first,
+        "proxy_cpu_s": cpu,
+        "server_cpu_s": server_cpu,
+    }
+    return timing, result
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -41,15 +41,14 @@ from harness import (
     at_least,
     benchmark_parser,
     cpu_pressure,
-    cpu_seconds,
     environment,
     p99,
     pressure_lines,
     proxied_postgres,
     scratch_folder,
-    server_cpu_seconds,
     simple_query,
     summarize,
+    timed_proxy_query,
     write_results,
 )
 
@@ -120,25 +119,7 @@ def fetch_artifact(url: str) -> bytes:
 
 
 def proxy_side(servers: ProxiedPostgres, rows: int) -> tuple[dict, np.ndarray]:
-    with psycopg.connect(servers.proxy_url, autocommit=True) as conn:
-        cur = psycopg.ClientCursor(conn)
-        cpu_before, server_before = cpu_seconds(servers.proxy_pid), server_cpu_seconds(servers.data_dir)
-        start = time.perf_counter()
-        cur.execute(PROXY_SQL)
-        first = time.perf_counter()
-        result = cur.fetchall()
-        end = time.perf_counter()
-        cpu = cpu_seconds(servers.proxy_pid) - cpu_before
-        server_cpu = server_cpu_seconds(servers.data_dir) - server_before
-    if len(result) != rows:
-        raise BenchmarkError(f"proxy returned {len(result)} rows, expected {rows}")
-    timing = {
-        "seconds": end - start,
-        "execute_s": first - start,
-        "fetch_s": end - first,
-        "proxy_cpu_s": cpu,
-        "server_cpu_s": server_cpu,
-    }
+    timing, result = timed_proxy_query(servers, PROXY_SQL, rows)
     return timing, np.asarray([row[0] for row in result], dtype=np.float32)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from harness import BenchmarkError, ProxiedPostgres, at_least, cpu_seconds, server_cpu_seconds, summarize
+from harness import BenchmarkError, ProxiedPostgres, at_least, summarize, timed_proxy_query
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -167,26 +167,7 @@ class DocsRounds:
     def proxy(self, round_no: int, sql: str) -> dict[int, Any]:
         """``sql`` (``SELECT id, <pgml call> FROM docs``) through the proxy, every row fetched; returns the
         second column by id."""
-        proxy_pid, data_dir = self.servers.proxy_pid, self.servers.data_dir
-        with psycopg.connect(self.servers.proxy_url, autocommit=True) as conn:
-            cur = psycopg.ClientCursor(conn)
-            cpu_before, server_before = cpu_seconds(proxy_pid), server_cpu_seconds(data_dir)
-            start = time.perf_counter()
-            cur.execute(sql)
-            first = time.perf_counter()  # the first row arrived (the proxy has run the model by now)
-            result = cur.fetchall()
-            end = time.perf_counter()
-            cpu = cpu_seconds(proxy_pid) - cpu_before
-            server_cpu = server_cpu_seconds(data_dir) - server_before
-        if len(result) != self.rows:
-            raise BenchmarkError(f"proxy returned {len(result)} rows, expected {self.rows}")
-        timing = {
-            "seconds": end - start,
-            "execute_s": first - start,
-            "fetch_s": end - first,
-            "proxy_cpu_s": cpu,
-            "server_cpu_s": server_cpu,
-        }
+        timing, result = timed_proxy_query(self.servers, sql, self.rows)
         self._keep(round_no, "proxy", self.proxy_runs, timing)
         return {row[0]: row[1] for row in result}
 
