@@ -17,7 +17,6 @@ from pgml_engines.engine import Engine
 from pgml_engines.errors import EngineError
 
 from pgml_proxy.errors import (
-    AmbiguousFunction,
     FeatureNotSupported,
     InternalError,
     InvalidParameterValue,
@@ -122,10 +121,7 @@ class Registry:
 
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
-        try:
-            binding = resolve(name, [o.signature for o in overloads], arguments)
-        except AmbiguousFunction:
-            binding = _preferred(name, overloads, arguments)
+        binding = resolve(name, [o.signature for o in overloads], arguments)
         overload = next(o for o in overloads if o.signature is binding.signature)
         return ResolvedCall(overload, binding, tuple(a.type for a in arguments))
 
@@ -189,27 +185,6 @@ class Registry:
     @staticmethod
     def streams(resolved: ResolvedCall) -> bool:
         return resolved.overload.stream is not None
-
-
-def _preferred(name: str, overloads: Sequence[Overload], arguments: Sequence[Argument]) -> Binding:
-    """Postgres's next rule for a tie: keep the candidates that take the preferred type of the numeric
-    category (double precision) wherever an argument must be converted, so ``numeric[]`` picks the
-    ``double precision[]`` overload of pgml.predict over ``real[]``; still a tie: 42725 as before."""
-
-    def preferred(signature: Signature) -> bool:
-        try:
-            binding = resolve(name, [signature], arguments)
-        except ProxyError:
-            return False
-        for parameter, source in zip(signature.parameters, binding.sources, strict=True):
-            if source is None or arguments[source].type in (parameter.type, UNKNOWN):
-                continue
-            if parameter.type.removesuffix("[]") != "double precision":
-                return False
-        return True
-
-    kept = [o.signature for o in overloads if preferred(o.signature)]
-    return resolve(name, kept if len(kept) == 1 else [o.signature for o in overloads], arguments)
 
 
 def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:

@@ -146,6 +146,8 @@ def resolve(function: str, overloads: Sequence[Signature], arguments: Sequence[A
         exact = [b for b in candidates if _exactness(b, arguments) == len(arguments)]
         candidates = exact or candidates
     if len(candidates) > 1:
+        candidates = _prefer_preferred_types(candidates, arguments)
+    if len(candidates) > 1:
         candidates = _prefer_text(candidates, arguments)
     if len(candidates) == 1:
         return candidates[0]
@@ -169,6 +171,27 @@ def _exactness(binding: Binding, arguments: Sequence[Argument]) -> int:
         for parameter, source in zip(parameters, binding.sources, strict=True)
         if source is not None and arguments[source].type in (parameter.type, UNKNOWN)
     )
+
+
+_PREFERRED: Final = frozenset(("double precision", "text"))
+"""The preferred type of each type category the pgml signatures use (numeric, string)."""
+
+
+def _prefer_preferred_types(candidates: list[Binding], arguments: Sequence[Argument]) -> list[Binding]:
+    """Postgres's rule after exact matches: keep the candidates that take a preferred type at the most
+    positions where an argument must be converted (``numeric[]`` picks ``double precision[]``)."""
+
+    def preferred(binding: Binding) -> int:
+        return sum(
+            1
+            for parameter, source in zip(binding.signature.parameters, binding.sources, strict=True)
+            if source is not None
+            and arguments[source].type not in (parameter.type, UNKNOWN)
+            and parameter.type.removesuffix("[]") in _PREFERRED
+        )
+
+    most = max(preferred(b) for b in candidates)
+    return [b for b in candidates if preferred(b) == most]
 
 
 def _prefer_text(candidates: list[Binding], arguments: Sequence[Argument]) -> list[Binding]:
