@@ -251,7 +251,9 @@ class Interceptor:
         if self.registry.streams(resolved):
             items = self.registry.stream(CallContext(engine), resolved, values)
         else:
-            items = _when_read(self.registry, CallContext(engine, _SessionQueries(channel)), resolved, values)
+            items = _when_read(
+                self.registry, CallContext(engine, _SessionQueries(channel, writes=True)), resolved, values
+            )
         return RowSource(shaped[0], items, row)
 
     def session_command(self, sql: str) -> SessionCommand | None:
@@ -400,7 +402,7 @@ class Interceptor:
         engine = await self.engine()
         if not sets:
             [result] = await self.registry.call(
-                CallContext(engine, _ReadQueries(channel)), resolved, [[evaluated[i].value for i in fixed]]
+                CallContext(engine, _SessionQueries(channel)), resolved, [[evaluated[i].value for i in fixed]]
             )
             return resolved.signature, result
         if len(sets) > 1 or resolved.signature.set_returning:
@@ -412,7 +414,7 @@ class Interceptor:
             [value if i == position else evaluated[i].value for i in range(len(call.args))]
             for value in values.values
         ]
-        results = await self.registry.call(CallContext(engine, _ReadQueries(channel)), resolved, rows)
+        results = await self.registry.call(CallContext(engine, _SessionQueries(channel)), resolved, rows)
         return dataclasses.replace(resolved.signature, set_returning=True), results
 
     async def _fold(
@@ -466,7 +468,7 @@ class Interceptor:
             for i, value in zip(dependent, json.loads(key_text or "[]"), strict=True):
                 row[i] = value
             argument_rows.append(row)
-        context = CallContext(await self.engine(), _ReadQueries(channel))
+        context = CallContext(await self.engine(), _SessionQueries(channel))
         results = await self.registry.call(context, resolved, argument_rows) if keys else []
         signature = resolved.signature
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
@@ -601,7 +603,11 @@ class Interceptor:
             return Bound(bind.encode())  # the upstream reports the count mismatch as Postgres does
         results: dict[int, Any] = {}
         spliced: list[SplicedCall] = []
-        reads = None if channel is None else _ReadQueries(channel, bind, prepared.parse.param_types)
+        reads = (
+            None
+            if channel is None
+            else _SessionQueries(channel, bind=bind, param_types=prepared.parse.param_types)
+        )
         context = CallContext(await self.engine(), reads)
         if prepared.stream is not None:
             [plan] = prepared.calls
@@ -806,29 +812,18 @@ async def _when_read(
 
 @dataclass(frozen=True, slots=True)
 class _SessionQueries:
-    """Side queries on the client's session, run where the upstream is idle (simple protocol)."""
+    """Side queries on the client's session for a function's implementation.
+
+    ``writes``: the proxy answers the statement itself and the upstream is idle, so any statement may run.
+    Otherwise they read from inside another statement; with ``bind`` inside the client's pipeline
+    (:func:`~pgml_proxy.session.side_query.pipeline_query_messages`), which carries only a SELECT of exactly
+    one column, so readers ask nothing else, anywhere, and one rule serves both protocols.
+    """
 
     channel: SideChannel
-    writes: bool = True
-
-    async def rows(self, sql: str) -> list[list[str | None]]:
-        return (await self.channel.side_query(sql)).rows
-
-    @property
-    def in_transaction_block(self) -> bool:
-        return self.channel.in_transaction_block
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadQueries:
-    """Read-only side queries from inside another statement. With ``bind`` they run in the client's
-    pipeline (:func:`~pgml_proxy.session.side_query.pipeline_query_messages`), which carries only a SELECT
-    of exactly one column; readers ask nothing else, anywhere, so one rule serves both protocols."""
-
-    channel: SideChannel
+    writes: bool = False
     bind: Bind | None = None
     param_types: Sequence[int] = ()
-    writes: bool = False
 
     async def rows(self, sql: str) -> list[list[str | None]]:
         return (await self.channel.side_query(sql, self.bind, self.param_types)).rows
