@@ -88,6 +88,81 @@ def test_predict_answers_constants_table_rows_and_where(
     asyncio.run(with_asyncpg())
 
 
+IRIS_FEATURES = "ARRAY[sepal_length, sepal_width, petal_length, petal_width]"
+
+
+def test_predictions_over_rows_are_spliced_in_every_protocol(proxy: ProxyProcess, database: str) -> None:
+    """Rows stream with their predictions: the model is looked up before the statement runs, so volatile
+    arguments and RETURNING (which a per-value lookup cannot serve) work, in text and binary."""
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        ordered = "FROM pgml.iris ORDER BY sepal_length, sepal_width, petal_length, petal_width, target"
+        features = conn.execute(
+            f"SELECT sepal_length, sepal_width, petal_length, petal_width {ordered}"
+        ).fetchall()
+        model_id = _deployed(conn, "Iris")
+        expected = classical.predict(
+            _artifact(conn, model_id), np.asarray(features, dtype=np.float32)
+        ).tolist()
+        for binary in (False, True):
+            rows = conn.cursor(binary=binary).execute(
+                f"SELECT pgml.predict('Iris', {IRIS_FEATURES}) {ordered}"
+            )
+            assert [p for (p,) in rows] == expected
+        jittered = "ARRAY[sepal_length + 0 * random(), sepal_width, petal_length, petal_width]"
+        rows = conn.execute(f"SELECT pgml.predict('Iris', {jittered}) AS class {ordered}")
+        assert rows.description[0].name == "class"
+        assert [p for (p,) in rows] == expected
+        by_id = conn.execute(f"SELECT pgml.predict({model_id}, {IRIS_FEATURES}::real[]) {ordered}").fetchall()
+        assert [p for (p,) in by_id] == expected
+        probabilities = conn.execute(
+            f"SELECT pgml.predict_proba('Iris', {IRIS_FEATURES}) {ordered}"
+        ).fetchall()
+        assert [int(np.argmax(p)) for (p,) in probabilities] == expected
+        conn.execute("CREATE TEMP TABLE flowers AS SELECT * FROM pgml.iris LIMIT 0")
+        inserted = conn.execute(
+            f"INSERT INTO flowers SELECT * {ordered} RETURNING target, pgml.predict('Iris', {IRIS_FEATURES})"
+        ).fetchall()
+        assert [p for _, p in inserted] == expected
+        nulls = conn.execute(f"SELECT pgml.predict(NULL::text, {IRIS_FEATURES}) FROM pgml.iris").fetchall()
+        assert nulls == [(None,)] * 150
+
+    async def with_asyncpg() -> None:
+        conn = await asyncpg.connect(proxy.url(database=database))
+        try:
+            rows = await conn.fetch(f"SELECT pgml.predict($1, {IRIS_FEATURES}) {ordered}", "Iris")
+            assert [r[0] for r in rows] == expected
+            async with conn.transaction():
+                streamed = [
+                    r[0]
+                    async for r in conn.cursor(
+                        f"SELECT pgml.predict('Iris', {IRIS_FEATURES}) {ordered}", prefetch=7
+                    )
+                ]
+            assert streamed == expected
+            with pytest.raises(asyncpg.UndefinedObjectError, match="`Nope`"):
+                await conn.fetch(f"SELECT pgml.predict($1, {IRIS_FEATURES}) FROM pgml.iris", "Nope")
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+
+    asyncio.run(with_asyncpg())
+
+
+def test_spliced_prediction_errors_leave_the_session_usable(proxy: ProxyProcess, database: str) -> None:
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedObject, match="`Nope`"):
+            conn.execute(f"SELECT pgml.predict('Nope', {IRIS_FEATURES}) FROM pgml.iris")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="expects 4, got 2"):
+            conn.execute("SELECT pgml.predict('Iris', ARRAY[sepal_length, sepal_width]) FROM pgml.iris")
+        ragged = "CASE WHEN target = 2 THEN ARRAY[sepal_length] ELSE " + IRIS_FEATURES + " END"
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="expects 4, got 1"):
+            conn.execute(f"SELECT pgml.predict('Iris', {ragged}) FROM pgml.iris")
+        with_missing = "ARRAY[sepal_length, NULL, petal_length, petal_width]::real[]"
+        rows = conn.execute(f"SELECT pgml.predict('Iris', {with_missing}) FROM pgml.iris").fetchall()
+        assert len(rows) == 150 and all(p in (0.0, 1.0, 2.0) for (p,) in rows)  # NULL: a missing value
+        assert conn.execute("SELECT count(*) FROM pgml.iris").fetchone() == (150,)
+
+
 def test_probabilities_batches_and_errors(proxy: ProxyProcess, database: str) -> None:
     with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
         [(proba,)] = conn.execute(

@@ -23,6 +23,8 @@ from pgml_proxy.wire.types import (
     TEXT_FORMAT,
     VOID,
     PgType,
+    decode_column,
+    decode_parameter,
     float4_list_text,
     float4_text,
     vector_binary,
@@ -173,3 +175,37 @@ def test_lower_extra_float_digits_print_like_the_server(upstream, extra):
         ours = FLOAT4_ARRAY.encode(array, BINARY_FORMAT)
         text = raw.exec_params(b"select $1", [ours], [FLOAT4_ARRAY.oid], [1], 0).get_value(0, 0)
         assert FLOAT4_ARRAY.encode(array, TEXT_FORMAT, extra) == text
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "literal"),
+    [
+        ("real[]", "'{0.1,-2.5,1e-7,NaN,Infinity,-Infinity,3}'"),
+        ("real[]", "'{1.5,NULL,2}'"),
+        ("real[]", "'{}'"),
+        ("double precision[]", "'{0.30000000000000004,-1e300}'"),
+        ("integer[]", "'{1,-2,2147483647}'"),
+        ("bigint[]", "'{-9223372036854775808,0}'"),
+        ("smallint[]", "'{1,NULL,-32768}'"),
+        ("boolean[]", "'{t,f,NULL}'"),
+        ("real[]", "NULL"),
+    ],
+)
+def test_columns_of_arrays_read_like_each_value(server, sql_type, literal):
+    """The splice reads a window's argument column at once (fast paths for numeric arrays, text and
+    binary): exactly what reading each value on its own gives."""
+    for fmt in (TEXT_FORMAT, BINARY_FORMAT):
+        raw = server.exec_params(f"select {literal}::{sql_type}".encode(), [], [], [], fmt).get_value(0, 0)
+        column = [raw, None, raw]
+        expected = [None if v is None else decode_parameter(sql_type, fmt, v) for v in column]
+        assert repr(decode_column(sql_type, fmt, column)) == repr(expected)  # repr: NaN equals NaN
+
+
+def test_float4_columns_print_like_one_value_at_a_time():
+    values = [float(np.float32(v)) for v in FLOATS]
+    column = [None, *values, None]
+    assert FLOAT4.encode_column(column, TEXT_FORMAT) == [FLOAT4.encode(v, TEXT_FORMAT) for v in column]
+    assert FLOAT4.encode_column(column, BINARY_FORMAT) == [FLOAT4.encode(v, BINARY_FORMAT) for v in column]
+    assert FLOAT4.encode_column(column, TEXT_FORMAT, -2) == [
+        FLOAT4.encode(v, TEXT_FORMAT, -2) for v in column
+    ]

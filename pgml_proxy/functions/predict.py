@@ -10,6 +10,9 @@ readable by any role (``pg_control_system()``'s system identifier needs pg_monit
 a dropped and recreated database of the same name apart; the start time tells apart two clusters that look
 alike from here (two containers behind one address), at the cost of a reload after a restart.
 
+A call whose first argument is a constant is looked up once, before the statement's rows stream (its
+model preloaded), so the session is free for the rows and predictions are spliced into them in batches.
+
 The ``"row" anyelement`` forms (snapshot preprocessing) are not implemented yet.
 """
 
@@ -73,23 +76,34 @@ def _session(context: CallContext) -> SessionQueries:
     return context.session
 
 
+async def _load(context: CallContext, target: Any, by_project: bool) -> classical.ClassicalModel:
+    """The model a project name (its deployment) or a model id stands for."""
+    session = _session(context)
+    if by_project:
+        identity, model_id = await _deployed(session, str(target))
+    else:
+        [[found]] = await session.rows(f"SELECT {IDENTITY}")
+        assert found is not None
+        identity, model_id = found, int(target)
+    return await _model(context, identity, model_id)
+
+
+async def _preload_by_project(context: CallContext, project: Any) -> classical.ClassicalModel:
+    return await _load(context, project, True)
+
+
+async def _preload_by_id(context: CallContext, model_id: Any) -> classical.ClassicalModel:
+    return await _load(context, model_id, False)
+
+
 async def _models(
     context: CallContext, calls: list[tuple[Any, ...]], by_project: bool
 ) -> dict[Any, classical.ClassicalModel]:
-    """The model of every distinct first argument (a project name or a model id), each resolved once."""
-    session = _session(context)
-    found: dict[Any, classical.ClassicalModel] = {}
-    identity: str | None = None
-    for target in dict.fromkeys(call[0] for call in calls):
-        if by_project:
-            where, model_id = await _deployed(session, str(target))
-        else:
-            if identity is None:
-                [[identity]] = await session.rows(f"SELECT {IDENTITY}")
-                assert identity is not None
-            where, model_id = identity, int(target)
-        found[target] = await _model(context, where, model_id)
-    return found
+    """The model of every distinct first argument (a project name or a model id), each resolved once;
+    while rows stream, the one model looked up before they began (the first argument is a constant)."""
+    if context.preloaded is not None:
+        return {call[0]: context.preloaded.loaded for call in calls}
+    return {target: await _load(context, target, by_project) for target in dict.fromkeys(c[0] for c in calls)}
 
 
 def _floats(values: Any) -> list[float]:
@@ -113,6 +127,18 @@ def _checked(model: classical.ClassicalModel, features: list[float]) -> list[flo
     return features
 
 
+def _matrix(model: classical.ClassicalModel, arrays: list[Any]) -> np.ndarray:
+    """The calls' feature arrays as one float32 matrix, in one conversion when they are flat and of one
+    length (as a table's rows are), else row by row (nested arrays flattened, the count checked)."""
+    try:
+        matrix = np.asarray(arrays, dtype=np.float32)
+    except (TypeError, ValueError):  # ragged
+        matrix = None
+    if matrix is None or matrix.ndim != 2 or matrix.shape[1] != model.num_features:
+        matrix = np.asarray([_checked(model, _floats(array)) for array in arrays], dtype=np.float32)
+    return matrix
+
+
 def _per_row(function: str, by_project: bool) -> Implementation:
     """One feature vector per call: the calls of each model go to it as one matrix."""
 
@@ -124,7 +150,7 @@ def _per_row(function: str, by_project: bool) -> Implementation:
         results: list[Any] = [None] * len(calls)
         for target, indexes in groups.items():
             model = models[target]
-            matrix = np.asarray([_checked(model, _floats(calls[i][1])) for i in indexes], dtype=np.float32)
+            matrix = _matrix(model, [calls[i][1] for i in indexes])
             out = await context.engine.classical_predict(model, function, matrix)
             for index, value in zip(indexes, np.asarray(out).tolist(), strict=True):
                 results[index] = value
@@ -152,7 +178,10 @@ def _overload(
 ) -> Overload:
     """``run`` is told by ``first`` whether its first argument names a project or a model id."""
     second = Parameter("vector" if function == "decompose" else "features", feature_type)
-    return Overload(Signature(function, (first, second), returns, **kw), run, reads_session=True)
+    preload = _preload_by_project if first is _PROJECT else _preload_by_id
+    return Overload(
+        Signature(function, (first, second), returns, **kw), run, reads_session=True, preload=preload
+    )
 
 
 _PROJECT: Final = Parameter("project_name", "text")

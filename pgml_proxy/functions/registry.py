@@ -25,7 +25,7 @@ from pgml_proxy.errors import (
     engine_error,
 )
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Binding, Signature, resolve
-from pgml_proxy.wire.types import TEXT_FORMAT, PgType, decode_parameter, parse_array_text
+from pgml_proxy.wire.types import TEXT, TEXT_FORMAT, PgType, decode_parameter, parse_array_text
 
 
 class SessionQueryFailed(Exception):
@@ -54,13 +54,29 @@ class SessionQueries(Protocol):
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """What an implementation may use: the shared engine and, where the statement allows side queries,
-    the client's session (None while rows stream through a splice)."""
+    the client's session (None while rows stream through a splice, where ``preloaded`` holds what a
+    session-reading call looked up before the rows began)."""
 
     engine: Engine
     session: SessionQueries | None = None
+    preloaded: Preloaded | None = None
 
 
 Implementation = Callable[[CallContext, list[tuple[Any, ...]]], Awaitable[list[Any]]]
+Preload = Callable[[CallContext, Any], Awaitable[Any]]
+"""What a session-reading overload looks up from its first argument alone (predict: the deployed model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preloaded:
+    """A preload's result for one call site whose first argument is a constant, looked up once per
+    statement on the client's session before its rows stream."""
+
+    preload: Preload
+    value: Any  # the first argument
+    loaded: Any
+
+
 StreamImplementation = Callable[[CallContext, tuple[Any, ...]], AsyncIterator[Any]]
 """One call of a set-returning function whose rows come as they are produced (transform_stream)."""
 
@@ -76,8 +92,11 @@ class Overload:
     #: the statement itself, never inside another statement.
     uses_session: bool = False
     #: It reads the client's session with one-column SELECTs (predict: the deployment, the artifact), and
-    #: so cannot run while rows stream through a splice.
+    #: so cannot run while rows stream through a splice, unless ``preload`` read it all beforehand.
     reads_session: bool = False
+    #: For a reads_session overload, everything it reads, looked up from its first argument alone: with
+    #: it, a call whose first argument is constant can be spliced.
+    preload: Preload | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +135,29 @@ class Registry:
         return only if isinstance(only, PgType) else None
 
     def reads_session(self, name: str) -> bool:
-        """Whether some overload of ``name`` reads the client's session (it must not be spliced)."""
+        """Whether some overload of ``name`` reads the client's session."""
         return any(o.reads_session for o in self._by_name.get(name, ()))
+
+    def preloads(self, name: str) -> bool:
+        """Whether every overload of ``name`` that reads the session can read it all in advance."""
+        return all(o.preload is not None for o in self._by_name.get(name, ()) if o.reads_session)
+
+    async def preload(self, context: CallContext, name: str, type_name: str, value: Any) -> Preloaded | None:
+        """Look up, on ``context``'s session, what a call of ``name`` whose first argument is the constant
+        ``value`` (of type ``type_name``) reads; the overloads' first parameters decide which preload runs,
+        by Postgres's rules. None for a function that reads nothing."""
+        firsts = {o.signature.parameters[0]: o.preload for o in self._by_name[name] if o.preload is not None}
+        if not firsts:
+            return None
+        one_parameter = [Signature(name, (parameter,), TEXT) for parameter in firsts]
+        with _translating(one_parameter[0]):
+            [parameter] = resolve(name, one_parameter, [Argument(type_name)]).signature.parameters
+            preload = firsts[parameter]
+            if value is None:  # STRICT: nothing is computed, nothing is looked up
+                return Preloaded(preload, None, None)
+            if type_name == UNKNOWN:
+                value = _coerce(parameter.type, value)
+            return Preloaded(preload, value, await preload(context, value))
 
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
@@ -130,8 +170,9 @@ class Registry:
     ) -> list[Any]:
         """Run one overload over a batch of evaluations; STRICT calls with a NULL argument skip the work."""
         signature = resolved.signature
-        arranged = [_arranged(resolved, row) for row in argument_rows]
-        if resolved.overload.reads_session and context.session is None:
+        arrange = _arranger(resolved)
+        arranged = [arrange(row) for row in argument_rows]
+        if resolved.overload.reads_session and context.session is None and context.preloaded is None:
             raise FeatureNotSupported(f"pgml.{signature.function} cannot be computed while rows stream")
         if resolved.overload.uses_session and (context.session is None or not context.session.writes):
             raise FeatureNotSupported(
@@ -159,7 +200,7 @@ class Registry:
         signature = resolved.signature
         stream = resolved.overload.stream
         assert stream is not None, f"pgml.{signature.function} does not stream"
-        row = _arranged(resolved, arguments)
+        row = _arranger(resolved)(arguments)
         if signature.strict and any(v is None for v in row):
             return
         with _translating(signature):
@@ -187,18 +228,27 @@ class Registry:
         return resolved.overload.stream is not None
 
 
-def _arranged(resolved: ResolvedCall, row: Sequence[Any]) -> tuple[Any, ...]:
+def _arranger(resolved: ResolvedCall) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     """The parameter values in signature order, untyped literals read as their parameter's type."""
     types = resolved.argument_types
-    return tuple(
-        _coerce(p.type, v) if source is not None and source < len(types) and types[source] == UNKNOWN else v
-        for p, v, source in zip(
-            resolved.signature.parameters,
-            resolved.binding.arrange(row),
-            resolved.binding.sources,
-            strict=True,
+    binding = resolved.binding
+    untyped = [
+        (position, parameter.type)
+        for position, (parameter, source) in enumerate(
+            zip(resolved.signature.parameters, binding.sources, strict=True)
         )
-    )
+        if source is not None and source < len(types) and types[source] == UNKNOWN
+    ]
+    if not untyped:
+        return binding.arrange
+
+    def arrange(row: Sequence[Any]) -> tuple[Any, ...]:
+        values = list(binding.arrange(row))
+        for position, type_name in untyped:
+            values[position] = _coerce(type_name, values[position])
+        return tuple(values)
+
+    return arrange
 
 
 @contextlib.contextmanager

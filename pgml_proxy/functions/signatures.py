@@ -107,6 +107,8 @@ class Binding:
 
     def arrange(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """The parameter values in signature order, defaults filled in."""
+        if self.sources == tuple(range(len(values))):  # positional, every parameter given
+            return tuple(values)
         return tuple(
             parameter.default if source is None else values[source]
             for parameter, source in zip(self.signature.parameters, self.sources, strict=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import struct
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -121,6 +122,7 @@ class Interceptor:
         ):
             self._starting = asyncio.ensure_future(asyncio.to_thread(Engine, self._engine_config))
         self._engine = await asyncio.shield(self._starting)
+        gc.freeze()  # the libraries the engine just imported live as long as the process (see cli.serve)
         return self._engine
 
     def close(self) -> None:
@@ -331,7 +333,12 @@ class Interceptor:
 
     def _spliceable(self, call: CallSite) -> bool:
         """A select-list call whose value the proxy can write itself, casts included (DESIGN §4)."""
-        if self.registry.reads_session(call.name):
+        if self.registry.reads_session(call.name) and not (
+            self.registry.preloads(call.name)
+            and call.args
+            and call.args[0].name is None
+            and call.args[0].constant
+        ):
             return False  # it needs side queries, impossible while the portal's rows stream
         if call.strategy is not Strategy.SPLICE or call.level is None or call.level.targets_end is None:
             return False
@@ -362,10 +369,25 @@ class Interceptor:
         planned = self._splice_call(call, number)
         constant = [i for i in range(len(call.args)) if i not in planned.dependent]
         fixed = await self._evaluate(call, texts, constant, channel)
-        planned = dataclasses.replace(
-            planned, fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True))
+        planned = await self._preloaded(
+            dataclasses.replace(
+                planned, fixed=tuple((i, v.type, v.value) for i, v in zip(constant, fixed, strict=True))
+            ),
+            _SessionQueries(channel),
         )
         return planned, *splice_edits(sql, planned, texts)
+
+    async def _preloaded(self, planned: SplicedCall, session: _SessionQueries) -> SplicedCall:
+        """A spliced call that reads the session, with what it reads looked up now, while the session is
+        free (its first argument is one of the constants)."""
+        name = planned.site.name
+        if not self.registry.reads_session(name):
+            return planned
+        [(type_name, value)] = [(t, v) for position, t, v in planned.fixed if position == 0]
+        context = CallContext(await self.engine(), session)
+        return dataclasses.replace(
+            planned, preloaded=await self.registry.preload(context, name, type_name, value)
+        )
 
     async def _answer(
         self, sql: str, statement: StatementAnalysis, channel: SideChannel, extra_float_digits: int
@@ -622,7 +644,8 @@ class Interceptor:
                     for i, src in enumerate(plan.sources)
                     if i not in plan.dependent
                 )
-                spliced.append(dataclasses.replace(plan.splice, fixed=fixed))
+                assert reads is not None
+                spliced.append(await self._preloaded(dataclasses.replace(plan.splice, fixed=fixed), reads))
                 continue
             if plan.over_set is not None:  # one evaluation per value of the set-returning argument
                 position = plan.over_set
@@ -982,8 +1005,9 @@ def _slot_values(call: CallSite, signature: Signature, result: Any) -> list[tupl
 
 
 def _type_hint(argument: ArgumentSite) -> str:
-    """What an argument's text says of its type before any value is known: its cast, or an array."""
-    return argument.cast or ("text[]" if argument.array_constructor else UNKNOWN)
+    """What an argument's text says of its type before any value is known: its cast, or an array (of
+    elements that overload resolution treats as untyped, so that it picks the preferred type's array)."""
+    return argument.cast or (f"{UNKNOWN}[]" if argument.array_constructor else UNKNOWN)
 
 
 def _not_materialized(call: CallSite) -> FeatureNotSupported:

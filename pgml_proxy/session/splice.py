@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ from pgml_proxy.errors import (
     ProxyError,
     QueryCanceled,
 )
-from pgml_proxy.functions.registry import CallContext, Registry, ResolvedCall
+from pgml_proxy.functions.registry import CallContext, Preloaded, Registry, ResolvedCall
 from pgml_proxy.functions.signatures import Argument
 from pgml_proxy.sql.model import CallSite
 from pgml_proxy.wire import codes
@@ -50,7 +51,7 @@ from pgml_proxy.wire.rows import (
     row_description,
     row_values,
 )
-from pgml_proxy.wire.types import TYPE_NAMES, PgType, decode_parameter, vector_binary, vector_text
+from pgml_proxy.wire.types import TYPE_NAMES, PgType, decode_column, vector_binary, vector_text
 
 log = logging.getLogger("pgml_proxy.splice")
 
@@ -72,6 +73,7 @@ class SplicedCall:
     fixed: tuple[tuple[int, str, Any], ...]  # constant arguments: (position, type, value)
     dependent: tuple[int, ...]  # positions read from hidden columns, in the order they are appended
     vector: bool  # the outermost cast is pgvector's vector
+    preloaded: Preloaded | None = None  # what a session-reading call looked up before the rows
 
     def hidden_name(self, position: int) -> str:
         return f"{HIDDEN_PREFIX}{self.placeholder.removeprefix(PLACEHOLDER_PREFIX)}_{position}"
@@ -137,6 +139,12 @@ class RowSplicer:
                     f"{signature} returns a set, which the proxy cannot compute in the select list here",
                     hint="Call it in FROM, or cast the argument (e.g. ::text[]) so the proxy sees its type.",
                 )
+            if resolved.overload.reads_session and (
+                call.preloaded is None or call.preloaded.preload is not resolved.overload.preload
+            ):
+                raise FeatureNotSupported(
+                    f"{signature} cannot be computed while rows stream: its first argument's type changed"
+                )
             visible[index] = visible[index].renamed(call.site.column_name or call.site.name)
             hidden_at = [(positions[f.name], _type_name(f.type_oid), f.format) for f in hidden]
             self._columns.append(_Column(call, resolved, index, visible[index], hidden_at))
@@ -156,36 +164,33 @@ class RowSplicer:
 
     async def _compute(self, column: _Column, rows: list[list[Any]]) -> list[bytes | None]:
         call = column.call
-        arguments = []
-        for values in rows:
-            row: list[Any] = [None] * len(call.site.args)
-            for position, _, value in call.fixed:
-                row[position] = value
-            for position, (index, type_name, fmt) in zip(call.dependent, column.hidden, strict=True):
-                raw = values[index]
-                row[position] = None if raw is None else _decode(type_name, fmt, bytes(raw))
-            arguments.append(row)
-        results = await self._registry.call(CallContext(self._engine), column.resolved, arguments)
-        return [_encode(column, value, self._float_digits) for value in results]
+        columns: list[Iterable[Any]] = [()] * len(call.site.args)
+        for position, _, value in call.fixed:
+            columns[position] = itertools.repeat(value, len(rows))
+        for position, (index, type_name, fmt) in zip(call.dependent, column.hidden, strict=True):
+            columns[position] = _decode(type_name, fmt, [r[index] for r in rows])
+        arguments = list(zip(*columns, strict=True))
+        context = CallContext(self._engine, preloaded=call.preloaded)
+        results = await self._registry.call(context, column.resolved, arguments)
+        if not call.vector:
+            return call.returns.encode_column(results, column.field.format, self._float_digits)
+        return [_vector(column.field, value) for value in results]
 
 
 def _type_name(oid: int) -> str:
     return TYPE_NAMES.get(oid, f"type with oid {oid}")
 
 
-def _decode(type_name: str, fmt: int, raw: bytes) -> Any:
+def _decode(type_name: str, fmt: int, column: list[Any]) -> list[Any]:
     try:
-        return decode_parameter(type_name, fmt, raw)
+        return decode_column(type_name, fmt, column)
     except (ValueError, UnicodeDecodeError, struct.error) as exc:
         raise InvalidParameterValue(f"cannot read a {type_name} argument: {exc}") from exc
 
 
-def _encode(column: _Column, value: Any, float_digits: int) -> bytes | None:
+def _vector(field: Field, value: Any) -> bytes | None:
     if value is None:
         return None
-    field = column.field
-    if not column.call.vector:
-        return column.call.returns.encode(value, field.format, float_digits)
     if field.modifier >= 0 and len(value) != field.modifier:
         raise DataException(f"expected {field.modifier} dimensions, not {len(value)}")
     return vector_binary(value) if field.format else vector_text(value)
