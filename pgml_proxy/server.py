@@ -10,7 +10,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pgml_proxy.session.connection import ClientProtocol, Session
 from pgml_proxy.session.interceptor import Interceptor
@@ -18,6 +18,7 @@ from pgml_proxy.upstream import UpstreamTarget
 from pgml_proxy.wire.cancel import CancelKey, new_proxy_key
 
 log = logging.getLogger("pgml_proxy.server")
+T = TypeVar("T")
 
 SHUTDOWN_POLL: Final = 0.05
 BACKGROUND_GRACE: Final = 5.0
@@ -74,19 +75,21 @@ class ProxyServer:
         if key is not None and self._by_pid.get(key.pid) is session:
             del self._by_pid[key.pid]
 
-    def cancel(self, key: CancelKey) -> None:
+    def cancel(self, key: CancelKey) -> asyncio.Task[None] | None:
+        """Cancel the session ``key`` names; the cancel forwarded upstream, if one was."""
         session = self._by_pid.get(key.pid)
         proxy_key = session.proxy_key if session is not None else None
         if session is None or proxy_key is None or not proxy_key.matches(key):
             log.info("cancel request with unknown key ignored")  # Postgres says nothing either
-            return
-        session.cancel()
+            return None
+        return session.cancel()
 
-    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
         """Run work that outlives the session asking for it (a cancel), and finish it before exiting."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(lambda done: self._finished(done, what))
+        return task
 
     def _finished(self, task: asyncio.Task[Any], what: str) -> None:
         self._background.discard(task)

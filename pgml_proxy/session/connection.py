@@ -216,8 +216,12 @@ class Session(ExtensionCommands):
             elif isinstance(packet, GSSENCRequest):
                 self.client.write(b"N")
             elif isinstance(packet, CancelRequest):
-                self.server.cancel(packet.key)
-                self.close()
+                forwarded = self.server.cancel(packet.key)
+                if forwarded is None:
+                    self.close()
+                else:  # as the postmaster does, close once the backend is signalled: the client waits
+                    # for that before its next query, which a late cancel would otherwise hit
+                    forwarded.add_done_callback(lambda _: self.close())
             else:
                 self._begin(packet)
 
@@ -369,22 +373,25 @@ class Session(ExtensionCommands):
     def close_for_shutdown(self) -> None:
         self.close(AdminShutdown("terminating connection due to administrator command"))
 
-    def cancel(self) -> None:
-        """Cancel what the session is running: proxy-side work, and whatever runs upstream."""
+    def cancel(self) -> asyncio.Task[None] | None:
+        """Cancel what the session is running: proxy-side work, and whatever runs upstream (the cancel
+        sent there, which is done once the upstream has it)."""
         if isinstance(self._filter, SpliceStream):
             self._filter.cancel(QueryCanceled("canceling statement due to user request"))
             if self._filter.upstream_done:
-                return
+                return None
         elif self._intercepting and self._step is not None and not self._step.done():
             self._step.cancel()
             if self._side_reader is None and self.in_flight <= 1:
                 # Nothing runs upstream for this client: a cancel sent there could only hit what the
                 # client sends next.
-                return
+                return None
         side = self.upstream_side
         if side is None or side.upstream_key is None:
-            return
-        self.server.spawn(send_cancel(self.server.upstream, side.upstream_key.cancel_request()), "cancel")
+            return None
+        return self.server.spawn(
+            send_cancel(self.server.upstream, side.upstream_key.cancel_request()), "cancel"
+        )
 
     def close(self, error: ProxyError | None = None, *, client_gone: bool = False) -> None:
         """End the session: tell the client why (if it can still hear), release the upstream."""
