@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import numpy as np
@@ -163,6 +164,36 @@ def test_spliced_prediction_errors_leave_the_session_usable(proxy: ProxyProcess,
         assert conn.execute("SELECT count(*) FROM pgml.iris").fetchone() == (150,)
 
 
+def test_every_proxy_of_the_database_serves_a_new_deployment_at_its_next_statement(
+    proxy: ProxyProcess, proxy_factory: Callable[..., ProxyProcess], database: str
+) -> None:
+    """Two proxies on one upstream: a deployment made through one is what the other predicts with from
+    its next statement (its cached model of the old deployment notwithstanding), constant or over rows."""
+    other = proxy_factory()
+    x = "ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]"
+    over_rows = (
+        "SELECT pgml.predict('Diabetes', ARRAY[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]) FROM pgml.diabetes"
+    )
+    with (
+        psycopg.connect(proxy.url(database=database), autocommit=True) as first,
+        psycopg.connect(other.url(database=database), autocommit=True) as second,
+    ):
+        [(before,)] = second.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchall()
+        rows_before = second.execute(over_rows).fetchall()
+        assert first.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchone() == (before,)
+        first.execute(
+            "SELECT * FROM pgml.train('Diabetes', algorithm => 'ridge', hyperparams => '{\"alpha\": 50}')"
+        )
+        first.execute("SELECT * FROM pgml.deploy('Diabetes', 'most_recent')")
+        [(after,)] = second.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchall()
+        assert after != before
+        assert first.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchone() == (after,)
+        rows_after = second.execute(over_rows).fetchall()
+        assert rows_after != rows_before and len(rows_after) == len(rows_before)
+        first.execute("SELECT * FROM pgml.deploy('Diabetes', 'rollback')")
+        assert second.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchone() == (before,)
+
+
 def test_probabilities_batches_and_errors(proxy: ProxyProcess, database: str) -> None:
     with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
         [(proba,)] = conn.execute(
@@ -220,3 +251,91 @@ def test_next_statement_uses_a_new_deployment_and_tampering_is_refused(
         with pytest.raises(psycopg.errors.DataCorrupted, match=r"checksum|artifact"):
             conn.execute(f"SELECT pgml.predict({third}, {x}::real[])")
         assert conn.execute(f"SELECT pgml.predict('Diabetes', {x})").fetchone() == (after,)
+
+
+HOUSES = "(size, rooms, city, garden)"
+
+
+@pytest.fixture
+def houses(proxy: ProxyProcess, database: str) -> list[tuple]:
+    """A regression project over mixed columns, trained with imputation, scaling and one-hot encoding;
+    returns the feature rows in id order."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for n in range(120):
+        size = None if n % 17 == 0 else float(np.float32(rng.uniform(40, 200)))
+        rooms, city, garden = int(rng.integers(1, 6)), ("paris", "lyon", "nice")[n % 3], bool(n % 2)
+        price = (size or 100) * 10 + rooms * 50 + (300 if city == "paris" else 0) + (80 if garden else 0)
+        rows.append((n, size, rooms, city, garden, price + float(rng.normal(0, 5))))
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        conn.execute("CREATE TABLE houses (id int, size real, rooms int, city text, garden bool, price real)")
+        with conn.cursor().copy("COPY houses FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute(
+            "SELECT * FROM pgml.train('Houses', 'regression', 'public.houses', 'price', 'linear', "
+            'preprocess => \'{"size": {"impute": "mean", "scale": "standard"}, '
+            '"city": {"encode": "one_hot"}, "id": {"scale": "standard"}}\')'
+        )
+    return [row[:5] for row in rows]
+
+
+def _houses_model(conn: psycopg.Connection) -> classical.ClassicalModel:
+    model_id = _deployed(conn, "Houses")
+    [(columns,)] = conn.execute(
+        "SELECT s.columns FROM pgml.models m JOIN pgml.snapshots s ON s.id = m.snapshot_id WHERE m.id = %s",
+        (model_id,),
+    ).fetchall()
+    parts = conn.execute(
+        "SELECT data FROM pgml.files WHERE model_id = %s ORDER BY part", (model_id,)
+    ).fetchall()
+    return classical.load_model(b"".join(bytes(p) for (p,) in parts), columns)
+
+
+def test_row_form_applies_the_snapshots_preprocessing(
+    proxy: ProxyProcess, database: str, houses: list[tuple]
+) -> None:
+    """``pgml.predict('p', (a, b, c))``: fields by position onto the feature columns, imputed, scaled and
+    encoded as in training, wherever the call is (spliced, folded, materialized) and in either format."""
+    row_sql = "(id, size, rooms, city, garden)"
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        model = _houses_model(conn)
+        expected = classical.predict_rows(model, houses).tolist()
+        for binary in (False, True):
+            got = conn.cursor(binary=binary).execute(
+                f"SELECT pgml.predict('Houses', {row_sql}) FROM houses ORDER BY id"
+            )
+            assert [p for (p,) in got] == pytest.approx(expected, rel=1e-5)
+        [(one,)] = conn.execute(
+            "SELECT pgml.predict('Houses', ROW(7, 120.5::real, 3, 'paris', true))"
+        ).fetchall()
+        assert one == pytest.approx(float(classical.predict_rows(model, [(7, 120.5, 3, "paris", True)])[0]))
+        [(missing,)] = conn.execute(
+            "SELECT pgml.predict('Houses', ROW(7, NULL::real, 3, 'nice', false))"
+        ).fetchall()
+        assert missing == pytest.approx(
+            float(classical.predict_rows(model, [(7, None, 3, "nice", False)])[0])
+        )
+        [(above,)] = conn.execute(
+            f"SELECT count(*) FROM houses WHERE pgml.predict('Houses', {row_sql}) > 1000"
+        ).fetchall()
+        assert above == sum(p > 1000 for p in expected)
+        assert 0 < above < len(houses)
+
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="requires Postgres `record` types"):
+            conn.execute("SELECT pgml.predict('Houses', 'a house'::text)")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="the row has 2 fields"):
+            conn.execute("SELECT pgml.predict('Houses', (size, rooms)) FROM houses")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="does not fit"):
+            conn.execute("SELECT pgml.predict('Houses', (id, city, rooms, city, garden)) FROM houses")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    async def with_asyncpg() -> None:
+        conn = await asyncpg.connect(proxy.url(database=database))
+        try:
+            got = await conn.fetch(f"SELECT pgml.predict($1, {row_sql}) FROM houses ORDER BY id", "Houses")
+            assert [r[0] for r in got] == pytest.approx(expected, rel=1e-5)
+        finally:
+            await conn.close()
+
+    asyncio.run(with_asyncpg())

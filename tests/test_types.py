@@ -189,6 +189,8 @@ def test_lower_extra_float_digits_print_like_the_server(upstream, extra):
         ("smallint[]", "'{1,NULL,-32768}'"),
         ("boolean[]", "'{t,f,NULL}'"),
         ("real[]", "NULL"),
+        ("smallint[]", "'{{1,2},{3,NULL}}'"),
+        ("real[]", "'{{{1.5,NaN}},{{2,-3}}}'"),
     ],
 )
 def test_columns_of_arrays_read_like_each_value(server, sql_type, literal):

@@ -60,6 +60,7 @@ _CLASSICAL_FUNCTIONS: dict[str, Callable[[classical.ClassicalModel, Any], Any]] 
     "predict_proba": classical.predict_proba,
     "predict_joint": classical.predict_joint,
     "decompose": classical.decompose,
+    "predict_rows": classical.predict_rows,
 }
 
 T = TypeVar("T")
@@ -315,18 +316,23 @@ class Engine:
     # --- pgml.predict and friends --------------------------------------------------------------------------
 
     async def classical_model(
-        self, key: Hashable, fetch: Callable[[], Awaitable[bytes]]
+        self,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[bytes]],
+        columns: Callable[[], Awaitable[Sequence[Mapping[str, Any]]]] | None = None,
     ) -> classical.ClassicalModel:
         """The loaded model cached under ``key``; on a miss ``fetch()`` gives its artifact, which is first
         loaded and run once in a child of the training pool (a crafted artifact crashes a throwaway process,
-        never the proxy) and only then loaded here, on a thread."""
+        never the proxy) and only then loaded here, on a thread. ``columns()`` gives the snapshot's column
+        objects, which row-form predictions need (:func:`classical.predict_rows`)."""
         self._check_open()
         model = self._serving.get(key)
         if model is not None:
             return model
         artifact = await fetch()
+        snapshot_columns = None if columns is None else await columns()
         await self._training_pool().run(classical.artifacts.probe, artifact)
-        model = await asyncio.to_thread(classical.load_model, artifact)
+        model = await asyncio.to_thread(classical.load_model, artifact, snapshot_columns)
         self._serving.put(key, model)
         return model
 

@@ -13,15 +13,17 @@ alike from here (two containers behind one address), at the cost of a reload aft
 A call whose first argument is a constant is looked up once, before the statement's rows stream (its
 model preloaded), so the session is free for the rows and predictions are spliced into them in batches.
 
-The ``"row" anyelement`` forms (snapshot preprocessing) are not implemented yet.
+The ``"row" anyelement`` forms take a record whose fields map by position onto the snapshot's feature
+columns and go through its preprocessing (encode, impute, scale) as in training.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -29,8 +31,9 @@ from pgml_engines import classical
 
 from pgml_proxy.errors import InvalidParameterValue, UndefinedObject
 from pgml_proxy.functions.lifecycle import ARTIFACT_PATH
+from pgml_proxy.functions.lifecycle.snapshots import field_value
 from pgml_proxy.functions.registry import CallContext, Implementation, Overload, SessionQueries
-from pgml_proxy.functions.signatures import Parameter, Signature
+from pgml_proxy.functions.signatures import ANY_ELEMENT, Parameter, Signature
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.wire.types import FLOAT4, FLOAT4_ARRAY, PgType
 
@@ -57,6 +60,7 @@ async def _deployed(session: SessionQueries, project: str) -> tuple[str, int]:
 
 
 async def _model(context: CallContext, identity: str, model_id: int) -> classical.ClassicalModel:
+    """The model with its snapshot's columns (the row form's preprocessing), when the snapshot is kept."""
     session = _session(context)
 
     async def fetch() -> bytes:
@@ -68,7 +72,14 @@ async def _model(context: CallContext, identity: str, model_id: int) -> classica
             raise UndefinedObject(f"No model with id {model_id} exists (or it has no stored artifact)")
         return b"".join(base64.b64decode(part or "") for (part,) in parts)
 
-    return await context.engine.classical_model((identity, model_id), fetch)
+    async def columns() -> list[dict[str, Any]]:
+        found = await session.rows(
+            "SELECT s.columns::text FROM pgml.models m JOIN pgml.snapshots s ON s.id = m.snapshot_id "
+            f"WHERE m.id = {model_id}"
+        )
+        return json.loads(found[0][0] or "null") or [] if found else []
+
+    return await context.engine.classical_model((identity, model_id), fetch, columns)
 
 
 def _session(context: CallContext) -> SessionQueries:
@@ -139,8 +150,52 @@ def _matrix(model: classical.ClassicalModel, arrays: list[Any]) -> np.ndarray:
     return matrix
 
 
-def _per_row(function: str, by_project: bool) -> Implementation:
-    """One feature vector per call: the calls of each model go to it as one matrix."""
+def _records(model: classical.ClassicalModel, values: list[Any]) -> list[list[Any]]:
+    """The row form's records, their fields in feature-column order and typed by those columns."""
+    if model.preprocessing is None or not model.preprocessing.feature_columns:
+        raise InvalidParameterValue(
+            f"model {model.algorithm} has no snapshot columns, which the row form needs; pass an array"
+        )
+    features = [c for c in model.preprocessing.to_json() if not c.get("label")]
+    return [_record(value, features) for value in values]
+
+
+def _record(value: Any, features: list[dict[str, Any]]) -> list[Any]:
+    """One row argument: a record's fields by position (texts from a text row, typed from a binary one), or
+    a composite read as jsonb (a folded constant: ``f1``, ``f2``, … for ``ROW(…)``, else by column name)."""
+    if isinstance(value, dict):
+        positional = [f"f{n}" for n in range(1, len(value) + 1)]
+        if set(value) == set(positional):
+            value = [value[key] for key in positional]
+        else:
+            missing = [c["name"] for c in features if c["name"] not in value]
+            if missing:
+                raise InvalidParameterValue(f'the row has no field named "{missing[0]}", a feature column')
+            value = [value[c["name"]] for c in features]
+    if not isinstance(value, list):
+        raise InvalidParameterValue(
+            "This preprocessing requires Postgres `record` types created with `row()`."
+        )
+    if len(value) != len(features):
+        names = ", ".join(c["name"] for c in features)
+        raise InvalidParameterValue(
+            f"the row has {len(value)} fields; the model's features are {len(features)}: {names}"
+        )
+    try:
+        return [
+            field_value(c["pg_type"], v) if isinstance(v, str) else v
+            for v, c in zip(value, features, strict=True)
+        ]
+    except ValueError as exc:
+        raise InvalidParameterValue(f"a row field does not fit its feature column's type: {exc}") from None
+
+
+Inputs = Callable[[classical.ClassicalModel, list[Any]], Any]
+"""A model's calls' second arguments as what the engine function takes: a matrix, or records."""
+
+
+def _per_row(function: str, by_project: bool, inputs: Inputs = _matrix) -> Implementation:
+    """One feature vector (or record) per call: the calls of each model go to it as one matrix."""
 
     async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
         models = await _models(context, calls, by_project)
@@ -150,8 +205,8 @@ def _per_row(function: str, by_project: bool) -> Implementation:
         results: list[Any] = [None] * len(calls)
         for target, indexes in groups.items():
             model = models[target]
-            matrix = _matrix(model, [calls[i][1] for i in indexes])
-            out = await context.engine.classical_predict(model, function, matrix)
+            features = inputs(model, [calls[i][1] for i in indexes])
+            out = await context.engine.classical_predict(model, function, features)
             for index, value in zip(indexes, np.asarray(out).tolist(), strict=True):
                 results[index] = value
         return results
@@ -177,7 +232,8 @@ def _overload(
     function: str, first: Parameter, feature_type: str, returns: PgType, run: Implementation, **kw: Any
 ) -> Overload:
     """``run`` is told by ``first`` whether its first argument names a project or a model id."""
-    second = Parameter("vector" if function == "decompose" else "features", feature_type)
+    name = "row" if feature_type == ANY_ELEMENT else "vector" if function == "decompose" else "features"
+    second = Parameter(name, feature_type)
     preload = _preload_by_project if first is _PROJECT else _preload_by_id
     return Overload(
         Signature(function, (first, second), returns, **kw), run, reads_session=True, preload=preload
@@ -189,7 +245,9 @@ _MODEL_ID: Final = Parameter("model_id", "bigint")
 
 PREDICT: Final[Sequence[Overload]] = (
     *(_overload("predict", _PROJECT, t, FLOAT4, _per_row("predict", True)) for t in _FEATURE_TYPES),
+    _overload("predict", _PROJECT, ANY_ELEMENT, FLOAT4, _per_row("predict_rows", True, _records)),
     _overload("predict", _MODEL_ID, "real[]", FLOAT4, _per_row("predict", False)),
+    _overload("predict", _MODEL_ID, ANY_ELEMENT, FLOAT4, _per_row("predict_rows", False, _records)),
     *(
         _overload(function, first, "real[]", FLOAT4_ARRAY, _per_row(function, first is _PROJECT))
         for function in ("predict_proba", "predict_joint")

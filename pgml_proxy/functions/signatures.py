@@ -26,6 +26,8 @@ class _Required:
 REQUIRED: Final = _Required()
 UNKNOWN: Final = "unknown"
 """The type of an untyped literal such as ``'hi'``: it coerces to anything."""
+ANY_ELEMENT: Final = "anyelement"
+"""A polymorphic parameter: it takes a value of any type."""
 
 _IMPLICIT: Final = frozenset(
     {
@@ -51,7 +53,7 @@ _IMPLICIT: Final = frozenset(
 
 def coerces(source: str, target: str) -> bool:
     """Whether a value of type ``source`` may be passed where ``target`` is expected, as Postgres would."""
-    if source in (UNKNOWN, target):
+    if source in (UNKNOWN, target) or target == ANY_ELEMENT:
         return True
     if source.endswith("[]") and target.endswith("[]"):
         return coerces(source[:-2], target[:-2])
@@ -145,8 +147,10 @@ def resolve(function: str, overloads: Sequence[Signature], arguments: Sequence[A
     """The one overload this call means; 42883 when none fits, 42725 when several fit equally."""
     candidates = [b for b in (_bind(s, arguments) for s in overloads) if b is not None]
     if len(candidates) > 1:
-        exact = [b for b in candidates if _exactness(b, arguments) == len(arguments)]
-        candidates = exact or candidates
+        candidates = _prefer_concrete(candidates)
+    if len(candidates) > 1:  # Postgres keeps the candidates with the most exact matches
+        most = max(_exactness(b, arguments) for b in candidates)
+        candidates = [b for b in candidates if _exactness(b, arguments) == most]
     if len(candidates) > 1:
         candidates = _prefer_preferred_types(candidates, arguments)
     if len(candidates) > 1:
@@ -164,6 +168,14 @@ def resolve(function: str, overloads: Sequence[Signature], arguments: Sequence[A
         f"function pgml.{function}({shown}) is not unique",
         hint="Could not choose a best candidate function. You might need to add explicit type casts.",
     )
+
+
+def _prefer_concrete(candidates: list[Binding]) -> list[Binding]:
+    """A polymorphic candidate only when no other fits. Friendlier than Postgres, which finds
+    ``predict('p', ARRAY[5.1, 3.5])`` (numeric[]) ambiguous between the array forms and the row form: an
+    array argument means an array form."""
+    concrete = [b for b in candidates if ANY_ELEMENT not in (p.type for p in b.signature.parameters)]
+    return concrete or candidates
 
 
 def _exactness(binding: Binding, arguments: Sequence[Argument]) -> int:

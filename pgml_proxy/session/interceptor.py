@@ -1005,9 +1005,13 @@ def _slot_values(call: CallSite, signature: Signature, result: Any) -> list[tupl
 
 
 def _type_hint(argument: ArgumentSite) -> str:
-    """What an argument's text says of its type before any value is known: its cast, or an array (of
-    elements that overload resolution treats as untyped, so that it picks the preferred type's array)."""
-    return argument.cast or (f"{UNKNOWN}[]" if argument.array_constructor else UNKNOWN)
+    """What an argument's text says of its type before any value is known: its cast, a record, or an array
+    (of elements that overload resolution treats as untyped, so that it picks the preferred type's array)."""
+    if argument.cast is not None:
+        return argument.cast
+    if argument.row_constructor:
+        return "record"
+    return f"{UNKNOWN}[]" if argument.array_constructor else UNKNOWN
 
 
 def _not_materialized(call: CallSite) -> FeatureNotSupported:

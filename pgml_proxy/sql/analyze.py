@@ -925,6 +925,7 @@ class _Statement:
                     or (
                         isinstance(bare, ast.SubLink) and bare.subLinkType == enums.SubLinkType.ARRAY_SUBLINK
                     ),
+                    row_constructor=isinstance(bare, ast.RowExpr),
                     cast=cast,
                     literal=Literal(value, cast) if is_literal else None,
                 )

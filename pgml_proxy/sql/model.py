@@ -99,6 +99,8 @@ class Argument:
     volatile: bool = False
     #: The value is an ``ARRAY[...]`` constructor (possibly cast).
     array_constructor: bool = False
+    #: The value is a ``ROW(...)`` or ``(a, b, …)`` constructor (possibly cast).
+    row_constructor: bool = False
     #: Outermost explicit cast on the value (``$1::text[]`` → ``text[]``).
     cast: str | None = None
     #: Set when the value is a literal (or ``ARRAY[...]`` of literals), possibly cast.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -224,6 +225,37 @@ def record_text(fields: Sequence[tuple[PgType, Any]]) -> bytes:
     return ("(" + ",".join(parts) + ")").encode()
 
 
+def parse_record_text(text: str) -> list[str | None]:
+    """A composite in record_out syntax as its field texts: ``(1.5,"a b",)`` → ``['1.5', 'a b', None]``."""
+    if not (text.startswith("(") and text.endswith(")")):
+        raise ValueError(f"malformed record literal: {text!r}")
+    fields: list[str | None] = []
+    pos, end = 1, len(text) - 1
+    while True:
+        out: list[str] = []
+        quoted = False
+        while pos < end and text[pos] != ",":
+            char = text[pos]
+            if char == '"':
+                quoted = True
+                pos += 1
+                while not (text[pos] == '"' and text[pos + 1 : pos + 2] != '"'):
+                    if text[pos] in '"\\':  # a doubled quote or a backslash escapes the next character
+                        pos += 1
+                    out.append(text[pos])
+                    pos += 1
+            elif char == "\\":
+                pos += 1
+                out.append(text[pos])
+            else:
+                out.append(char)
+            pos += 1
+        fields.append("".join(out) if out or quoted else None)
+        if pos >= end:
+            return fields
+        pos += 1  # the comma
+
+
 def record_binary(fields: Sequence[tuple[PgType, Any]]) -> bytes:
     parts = [struct.pack("!i", len(fields))]
     for pg_type, value in fields:
@@ -343,6 +375,7 @@ TYPE_NAMES: Final = {
     1021: "real[]",
     1022: "double precision[]",
     1231: "numeric[]",
+    2249: "record",
 }
 """Type names of the OIDs a client may declare for parameters the proxy reads."""
 
@@ -419,8 +452,12 @@ def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
     text = data.decode()
     if type_name in ("json", "jsonb"):
         return json.loads(text)
+    if type_name == "record":
+        return parse_record_text(text)
     if type_name.endswith("[]"):
         element = type_name[:-2]
+        if element in _NUMBER_ELEMENTS and text.count("{") > 1:
+            return _nested_numbers(text)
         elements = parse_array_text(text)
         if element in _TEXT_LIKE:
             return elements
@@ -435,13 +472,32 @@ def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
 
 
 def _decode_binary(type_name: str, data: bytes) -> Any:
+    if type_name == "record":  # each field in its own type's layout, named by its OID
+        (count,) = struct.unpack_from("!i", data)
+        fields: list[Any] = []
+        pos = 4
+        for _ in range(count):
+            oid, size = struct.unpack_from("!Ii", data, pos)
+            pos += 8
+            field_type = TYPE_NAMES.get(oid)
+            if size >= 0 and (field_type is None or field_type in ("unknown", "record")):
+                raise ValueError(f"a record field of type OID {oid} cannot be read here; cast it")
+            fields.append(None if size < 0 else _decode_binary(str(field_type), data[pos : pos + size]))
+            pos += max(size, 0)
+        return fields
+    if type_name == "numeric":
+        return _numeric_from_binary(data)
     if type_name == "jsonb":
         return json.loads(data[1:].decode())
     if type_name == "json":
         return json.loads(data.decode())
-    if type_name.endswith("[]"):  # each element in its type's receive layout
+    if type_name.endswith("[]"):  # each element in its type's receive layout, nested by dimension
         element = type_name[:-2]
-        return [None if e is None else _decode_binary(element, e) for e in _array_from_binary(data)]
+        dims, elements = _array_from_binary(data)
+        values = [None if e is None else _decode_binary(element, e) for e in elements]
+        for size in reversed(dims[1:]):
+            values = [values[i : i + size] for i in range(0, len(values), size)]
+        return values
     integer = {"smallint": "!h", "integer": "!i", "bigint": "!q"}.get(type_name)
     if integer:
         return struct.unpack(integer, data)[0]
@@ -454,16 +510,36 @@ def _decode_binary(type_name: str, data: bytes) -> Any:
     return data.decode()
 
 
-def _array_from_binary(data: bytes) -> list[bytes | None]:
-    """The elements of a one-dimensional array in array_recv layout, each as its own binary value."""
+def _numeric_from_binary(data: bytes) -> float:
+    """numeric_send's layout: digit count, weight, sign, display scale, then base-10000 digits."""
+    count, weight, sign, _ = struct.unpack_from("!hhHh", data)
+    if sign == 0xC000:
+        return math.nan
+    if sign in (0xD000, 0xF000):
+        return math.inf if sign == 0xD000 else -math.inf
+    digits = struct.unpack_from(f"!{count}H", data, 8)
+    value = sum(Decimal(d).scaleb(4 * (weight - i)) for i, d in enumerate(digits))
+    return float(-value if sign == 0x4000 else value)
+
+
+def _array_from_binary(data: bytes) -> tuple[list[int], list[bytes | None]]:
+    """An array in array_recv layout: its dimensions, and its elements in row-major order, each as its
+    own binary value."""
     ndim, _, _ = struct.unpack_from("!iiI", data)
-    if ndim == 0:
-        return []
-    if ndim != 1:
-        raise ValueError("only one-dimensional arrays are accepted here")
-    (count, _) = struct.unpack_from("!ii", data, 12)
-    values, _ = read_values(data, 20, count)
-    return [None if v is None else bytes(v) for v in values]
+    dims = [struct.unpack_from("!i", data, 12 + 8 * n)[0] for n in range(ndim)]
+    values, _ = read_values(data, 12 + 8 * ndim, math.prod(dims) if dims else 0)
+    return dims, [None if v is None else bytes(v) for v in values]
+
+
+def _nested_numbers(text: str) -> list[Any]:
+    """A numeric array of several dimensions, ``{{1,2},{3,NULL}}``, as nested lists (JSON's syntax but for
+    the brackets and NULL; Python's JSON reader takes NaN and Infinity)."""
+    if text.startswith("["):  # explicit bounds: ``[0:1][0:1]={{…}}``
+        text = text[text.index("=") + 1 :]
+    try:
+        return json.loads(text.replace("{", "[").replace("}", "]").replace("NULL", "null"))  # type: ignore[no-any-return]
+    except ValueError:
+        raise ValueError(f"malformed array literal: {text!r}") from None
 
 
 def parse_array_text(text: str) -> list[str | None]:

@@ -44,6 +44,18 @@ SELECT count(*) FROM pgml.predict_batch('Iris Flowers', ARRAY[5.1, 3.5, 1.4, 0.2
 SELECT array_length(pgml.decompose('Iris Components', ARRAY[5.1, 3.5, 1.4, 0.2, 0]), 1) AS components;  -- no label: target is a feature
 SELECT pgml.predict('Diabetes', ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]) > 0 AS positive;
 
+-- the row form: fields by position onto the feature columns, through the snapshot's preprocessing
+SELECT count(*) AS predicted FROM pgml.diabetes
+ WHERE pgml.predict('Diabetes', (age, sex, bmi, bp, s1, s2, s3, s4, s5, s6)) IS NOT NULL;
+SELECT pgml.predict('Diabetes', ROW(0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02)) > 0
+       AS positive;
+
+-- an array column: an 8x8 image is 64 features, and a two-dimensional argument is flattened
+SELECT * FROM pgml.load_dataset('digits');
+SELECT * FROM pgml.train('Handwritten Digits', 'classification', 'pgml.digits', 'target', 'xgboost',
+                         hyperparams => '{"n_estimators": 10}');
+SELECT avg((pgml.predict('Handwritten Digits', image) = target)::int) > 0.8 AS accurate FROM pgml.digits;
+
 -- the catalog as dashboards read it
 SELECT name, task FROM pgml.projects ORDER BY id;
 SELECT relation_name, y_column_name, test_sampling, status, analysis FROM pgml.snapshots ORDER BY id;
@@ -56,5 +68,7 @@ SELECT * FROM pgml.train('Nope');
 SELECT * FROM pgml.deploy('Iris Flowers', 'sideways');
 SELECT pgml.predict('Nope', ARRAY[1, 2]);
 SELECT pgml.predict('Iris Flowers', ARRAY[1, 2]);
+SELECT pgml.predict('Diabetes', 'not a row'::text);
+SELECT pgml.predict('Diabetes', (age, sex)) FROM pgml.diabetes;
 SELECT pgml.predict_proba('Diabetes', ARRAY[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]);
 DROP EXTENSION pgml CASCADE;

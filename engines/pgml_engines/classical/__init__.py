@@ -17,6 +17,7 @@ from .predict import (
     predict,
     predict_joint,
     predict_proba,
+    predict_rows,
     rows_to_features,
 )
 from .train import TrainingPlan, TrainingProgress, TrainRequest, TrainResult, plan_training, train
@@ -45,6 +46,7 @@ __all__ = [
     "predict",
     "predict_joint",
     "predict_proba",
+    "predict_rows",
     "rows_to_features",
     "run_training",
     "train",

@@ -113,6 +113,11 @@ def predict(model: ClassicalModel, features: Any) -> np.ndarray:
     return _batched(lambda chunk: np.asarray(model.estimator.predict(chunk)).ravel(), x).astype(np.float32)
 
 
+def predict_rows(model: ClassicalModel, rows: Iterable[Sequence[Any]]) -> np.ndarray:
+    """:func:`predict` of records, through the snapshot's preprocessing (:func:`rows_to_features`)."""
+    return predict(model, rows_to_features(model, rows))
+
+
 def predict_proba(model: ClassicalModel, features: Any) -> np.ndarray:
     """``(rows, classes)`` probabilities, classes in sorted label order."""
     if model.task != "classification":

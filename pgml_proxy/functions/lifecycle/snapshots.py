@@ -94,6 +94,15 @@ def _scalar(element: str, text: str) -> Any:
     return text
 
 
+def field_value(pg_type: str, text: str) -> Any:
+    """A value of a column of type ``pg_type`` (``float4``, ``int2[]``) read from its text, as a record's
+    field comes in a row-form prediction (one-dimensional arrays only)."""
+    element = pg_type.removesuffix("[]")
+    if element == pg_type:
+        return _scalar(element, text)
+    return [None if e is None else _scalar(element, e) for e in parse_array_text(text)]
+
+
 def _array(element: str, value: Any) -> Any:
     """An array read as JSON: numbers stay, NaN/Infinity (JSON strings) become floats."""
     if isinstance(value, list):
@@ -108,7 +117,7 @@ async def _read(
 ) -> list[classical.ColumnData]:
     """Every row of the relation in one SELECT, in its natural order, as typed column values."""
     selected = ", ".join(
-        f"tojsonb_literal({identifier(c.name)})::text" if c.is_array else identifier(c.name) for c in columns
+        f"to_jsonb({identifier(c.name)})::text" if c.is_array else identifier(c.name) for c in columns
     )
     rows = await catalog.rows(f"SELECT {selected} FROM {table_sql}")
     values: list[list[Any]] = [[] for _ in columns]
