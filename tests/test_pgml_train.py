@@ -284,3 +284,60 @@ def test_accuracy_matches_the_library_fitted_directly(
     fitted = xgboost.XGBClassifier().fit(x[:-60], codes[:-60])
     direct_accuracy = float(np.mean(classes[fitted.predict(x[-60:])] == y[-60:]))
     assert abs(metrics["accuracy"] - direct_accuracy) <= 0.02, (metrics["accuracy"], direct_accuracy)
+
+
+def test_text_features_arrive_unchanged_through_copy(proxy: ProxyProcess, database: str) -> None:
+    """Rows are read with COPY: its escapes (tabs, newlines, backslashes) are undone, NULL is NULL."""
+    odd = ["tab\there", "new\nline", "back\\slash", "ünïcødé 😀", "\\N", "plain"]
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        conn.execute("CREATE TABLE odd_texts (kind text, size real, y real)")
+        rows = [(odd[n % len(odd)] if n % 7 else None, float(n % 5), float(n % 2)) for n in range(60)]
+        conn.cursor().executemany("INSERT INTO odd_texts VALUES (%s, %s, %s)", rows)
+        conn.execute(
+            "SELECT * FROM pgml.train('Odd texts', 'regression', 'public.odd_texts', 'y', 'linear', "
+            "test_sampling => 'last')"
+        )
+        [(columns,)] = conn.execute("SELECT columns FROM pgml.snapshots ORDER BY id DESC LIMIT 1").fetchall()
+    kind = next(c for c in columns if c["name"] == "kind")
+    seen = {v for v, _, _ in rows[:45]}  # the training rows
+    assert set(kind["statistics"]["categories"]) == {"__NULL__"} | {v for v in seen if v is not None}
+
+
+@pytest.mark.parametrize("with_nulls", [False, True])
+def test_numeric_tables_arrive_exactly_through_binary_copy(
+    proxy: ProxyProcess, database: str, with_nulls: bool
+) -> None:
+    """A table of fixed-width numbers is read with a binary COPY: every type and extreme value, and NULL
+    where there is one, arrives as it is stored (the snapshot's statistics over the training rows)."""
+    import numpy as np
+
+    table = f"numbers_{int(with_nulls)}"
+    rng = np.random.default_rng(9)
+    rows = [
+        (
+            None if with_nulls and n % 9 == 0 else float(np.float32(rng.normal())),
+            int(rng.integers(-32768, 32767)),
+            int(rng.integers(-(2**31), 2**31 - 1)),
+            int(rng.integers(-(2**40), 2**40)),
+            float(rng.normal() * 1e30) if n % 11 else -0.0,
+            float(n % 3),
+        )
+        for n in range(80)
+    ]
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (a real, b smallint, c integer, d bigint, e double precision, y real)"
+        )
+        conn.cursor().executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, %s)", rows)
+        conn.execute(
+            f"SELECT * FROM pgml.train('Numbers {int(with_nulls)}', 'regression', 'public.{table}', 'y', 'linear', "
+            'test_sampling => \'last\', preprocess => \'{"a": {"impute": "mean"}}\')'
+        )
+        [(columns,)] = conn.execute("SELECT columns FROM pgml.snapshots ORDER BY id DESC LIMIT 1").fetchall()
+    training = rows[:60]
+    for index, column in enumerate(c for c in columns if c["name"] != "y"):
+        present = [r[index] for r in training if r[index] is not None]
+        stats = column["statistics"]
+        assert stats["missing"] == len(training) - len(present), column["name"]
+        assert stats["min"] == pytest.approx(min(present), rel=1e-12), column["name"]
+        assert stats["max"] == pytest.approx(max(present), rel=1e-12), column["name"]

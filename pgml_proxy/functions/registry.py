@@ -45,6 +45,10 @@ class SessionQueries(Protocol):
 
     async def rows(self, sql: str) -> list[list[str | None]]: ...
 
+    async def copy_out(self, sql: str) -> list[bytes]:
+        """The lines of a ``COPY … TO STDOUT`` (text format); only where the session ``writes``."""
+        ...
+
     @property
     def in_transaction_block(self) -> bool:
         """The client is inside a transaction block, which statements run here join."""

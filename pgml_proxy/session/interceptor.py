@@ -851,6 +851,10 @@ class _SessionQueries:
     async def rows(self, sql: str) -> list[list[str | None]]:
         return (await self.channel.side_query(sql, self.bind, self.param_types)).rows
 
+    async def copy_out(self, sql: str) -> list[bytes]:
+        assert self.writes  # a read-only session's queries may travel in the client's pipeline
+        return (await self.channel.side_query(sql)).copied
+
     @property
     def in_transaction_block(self) -> bool:
         return self.channel.in_transaction_block

@@ -28,8 +28,16 @@ CLOSE_COMPLETE: Final = ord("3")
 PARSE_COMPLETE: Final = ord("1")
 BIND_COMPLETE: Final = ord("2")
 ROW_DESCRIPTION: Final = ord("T")
+COPY_DATA: Final = ord("d")
 _WATCHED: Final = frozenset(
-    (ord("D"), codes.ERROR_RESPONSE, codes.READY_FOR_QUERY, codes.NOTICE_RESPONSE, codes.PARAMETER_STATUS)
+    (
+        ord("D"),
+        COPY_DATA,
+        codes.ERROR_RESPONSE,
+        codes.READY_FOR_QUERY,
+        codes.NOTICE_RESPONSE,
+        codes.PARAMETER_STATUS,
+    )
 )
 
 
@@ -81,9 +89,11 @@ def pipeline_query_messages(sql: str, bind: Bind, param_types: Sequence[int], na
 
 @dataclass
 class SideQueryResult:
-    """What came back: text rows, the error's raw ErrorResponse if any, and the transaction status."""
+    """What came back: text rows (or a COPY's lines), the error's raw ErrorResponse if any, and the
+    transaction status."""
 
     rows: list[list[str | None]] = field(default_factory=list)
+    copied: list[bytes] = field(default_factory=list)
     error: bytes | None = None
     passthrough: list[bytes] = field(default_factory=list)  # notices and status changes for the client
     status: int = 0
@@ -103,6 +113,8 @@ class SideQueryReader:
             body = chunk[start:end]
             if kind == ord("D"):
                 self.result.rows.append(_data_row(body))
+            elif kind == COPY_DATA:
+                self.result.copied.append(bytes(body))
             elif kind == codes.ERROR_RESPONSE:
                 self.result.error = chunk[start - 5 : end]
             elif kind == codes.READY_FOR_QUERY:

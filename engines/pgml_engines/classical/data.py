@@ -55,7 +55,7 @@ VENTILES = tuple(round(0.05 * k, 2) for k in range(1, 20))  # the 19 cut points,
 @dataclass(frozen=True)
 class ColumnData:
     """One column of the relation as read: ``values`` has one entry per row, ``None`` for NULL; an array
-    column's entries are (possibly nested) lists. ``pg_type`` is the type name (``int4``, ``float4[]``,
+    column's entries are (possibly nested) lists; a numeric column may be one float64 array (NULL: NaN). ``pg_type`` is the type name (``int4``, ``float4[]``,
     ``text``; ``_int4`` and SQL spellings like ``integer`` are accepted)."""
 
     name: str
@@ -517,6 +517,13 @@ def _elements(feature: _Feature, values: Sequence[Any]) -> list[list[str]]:
     return rows
 
 
+def _take(values: Sequence[Any], rows: np.ndarray) -> Sequence[Any]:
+    """The values at ``rows``: one indexing of an array column of numbers, else value by value."""
+    if isinstance(values, np.ndarray):
+        return values[rows]
+    return [values[i] for i in rows]
+
+
 def _array_size(column: ColumnData) -> int:
     """Elements per row of an array column: those of its first non-NULL row (0 when every row is NULL)."""
     for value in column.values:
@@ -568,7 +575,7 @@ def fit_feature_column(
             "encoding a continuous variable makes no sense; only text columns can be encoded"
         )
     categories = None
-    train_values = [column.values[i] for i in train_rows]
+    train_values = _take(column.values, train_rows)
     probe = _Feature(column.name, column.pg_type, kind, array, size, None, 0, None, 0.0, 1.0)
     if kind == "text":
         if preprocessor.impute in _MEAN_LIKE and preprocessor.encode != "target":
@@ -712,7 +719,7 @@ def prepare(
     feature_columns = [table.column(name) for name in preprocessing.feature_columns]
 
     def matrix(rows: np.ndarray) -> np.ndarray:
-        return preprocessing.transform_columns([[c.values[i] for i in rows] for c in feature_columns])
+        return preprocessing.transform_columns([_take(c.values, rows) for c in feature_columns])
 
     return TrainingData(
         x_train=matrix(train_rows),

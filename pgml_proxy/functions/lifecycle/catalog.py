@@ -115,6 +115,12 @@ class Catalog:
         self.busy = False
         return found
 
+    async def copy_out(self, sql: str) -> list[bytes]:
+        self.busy = True
+        found = await self.session.copy_out(sql)
+        self.busy = False
+        return found
+
     async def one(self, sql: str) -> list[str | None] | None:
         found = await self.rows(sql)
         return found[0] if found else None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from pgml_engines import classical
 from pgml_engines.notices import notify
 
@@ -115,24 +118,95 @@ def _array(element: str, value: Any) -> Any:
 async def _read(
     catalog: Catalog, table_sql: str, columns: Sequence[_RelationColumn]
 ) -> list[classical.ColumnData]:
-    """Every row of the relation in one SELECT, in its natural order, as typed column values."""
+    """Every row of the relation in one COPY, in its natural order, as typed column values."""
+    if columns and all(c.pg_type in _BINARY_NUMBERS for c in columns):
+        names = ", ".join(identifier(c.name) for c in columns)
+        data = await catalog.copy_out(f"COPY (SELECT {names} FROM {table_sql}) TO STDOUT (FORMAT binary)")
+        return [
+            classical.ColumnData(c.name, c.pg_type, v, nullable=c.nullable)
+            for c, v in zip(columns, _binary_numbers(b"".join(data), columns), strict=True)
+        ]
     selected = ", ".join(
         f"to_jsonb({identifier(c.name)})::text" if c.is_array else identifier(c.name) for c in columns
     )
-    rows = await catalog.rows(f"SELECT {selected} FROM {table_sql}")
-    values: list[list[Any]] = [[] for _ in columns]
-    for row in rows:
-        for index, (column, text) in enumerate(zip(columns, row, strict=True)):
-            if text is None:
-                values[index].append(None)
-            elif column.is_array:
-                values[index].append(_array(column.element, json.loads(text)))
-            else:
-                values[index].append(_scalar(column.element, text))
+    lines = await catalog.copy_out(f"COPY (SELECT {selected} FROM {table_sql}) TO STDOUT")
+    fields = (
+        list(zip(*(line[:-1].split(b"\t") for line in lines), strict=True)) if lines else [()] * len(columns)
+    )
     return [
-        classical.ColumnData(c.name, c.pg_type, v, nullable=c.nullable)
-        for c, v in zip(columns, values, strict=True)
+        classical.ColumnData(c.name, c.pg_type, _column_values(c, f), nullable=c.nullable)
+        for c, f in zip(columns, fields, strict=True)
     ]
+
+
+_BINARY_NUMBERS: Final = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8"}
+"""Column types whose binary COPY fields have one width, so that a table of them is one numpy view."""
+_COPY_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _binary_numbers(data: bytes, columns: Sequence[_RelationColumn]) -> list[np.ndarray]:
+    """The columns of a binary COPY of fixed-width numbers, as float64 arrays (NULL: NaN). Without NULLs
+    every tuple has one layout and the whole body is read as one structured array."""
+    if not data.startswith(_COPY_SIGNATURE):
+        raise InvalidParameterValue("the upstream's binary COPY did not start with its signature")
+    (extension,) = struct.unpack_from("!i", data, len(_COPY_SIGNATURE) + 4)
+    body = memoryview(data)[len(_COPY_SIGNATURE) + 8 + extension : -2]  # the trailer is an int16 -1
+    widths = [np.dtype(_BINARY_NUMBERS[c.pg_type]) for c in columns]
+    layout = np.dtype(
+        [("count", ">i2")]
+        + [field for n, width in enumerate(widths) for field in ((f"l{n}", ">i4"), (f"v{n}", width))]
+    )
+    if len(body) % layout.itemsize == 0:
+        tuples = np.frombuffer(body, dtype=layout)
+        if (tuples["count"] == len(columns)).all() and all(
+            (tuples[f"l{n}"] == width.itemsize).all() for n, width in enumerate(widths)
+        ):
+            return [tuples[f"v{n}"].astype(np.float64) for n in range(len(columns))]
+    values: list[list[float]] = [[] for _ in columns]  # some NULL: tuple by tuple
+    pos = 0
+    while pos < len(body):
+        pos += 2
+        for n, width in enumerate(widths):
+            (size,) = struct.unpack_from("!i", body, pos)
+            pos += 4
+            if size < 0:
+                values[n].append(math.nan)
+                continue
+            values[n].append(float(np.frombuffer(body, dtype=width, count=1, offset=pos)[0]))
+            pos += size
+    return [np.asarray(v, dtype=np.float64) for v in values]
+
+
+_COPY_NULL: Final = b"\\N"
+_COPY_ESCAPE: Final = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.DOTALL)
+_COPY_ESCAPED: Final = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+
+
+def _copy_text(field: bytes) -> str:
+    """A field of COPY's text format as its text: backslash escapes undone."""
+    if b"\\" not in field:
+        return field.decode()
+
+    def one(match: re.Match[bytes]) -> bytes:
+        octal, hexadecimal, char = match.groups()
+        if octal is not None:
+            return bytes((int(octal, 8) & 0xFF,))
+        if hexadecimal is not None:
+            return bytes((int(hexadecimal, 16),))
+        return _COPY_ESCAPED.get(char, char)
+
+    return _COPY_ESCAPE.sub(one, field).decode()
+
+
+def _column_values(column: _RelationColumn, fields: Sequence[bytes]) -> Sequence[Any]:
+    """One column's COPY fields as values: numbers as one float64 array (NULL is NaN: one conversion for
+    the whole column, where a table is millions of numbers), everything else value by value."""
+    if column.element in _INTEGERS | _FLOATS and not column.is_array:
+        return np.array([b"NaN" if f == _COPY_NULL else f for f in fields], dtype=np.float64)
+    texts = [None if f == _COPY_NULL else _copy_text(f) for f in fields]
+    if column.is_array:
+        return [None if t is None else _array(column.element, json.loads(t)) for t in texts]
+    return [None if t is None else _scalar(column.element, t) for t in texts]
 
 
 async def latest_snapshot(catalog: Catalog, project_id: int) -> Snapshot:
