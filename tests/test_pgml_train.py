@@ -341,3 +341,20 @@ def test_numeric_tables_arrive_exactly_through_binary_copy(
         assert stats["missing"] == len(training) - len(present), column["name"]
         assert stats["min"] == pytest.approx(min(present), rel=1e-12), column["name"]
         assert stats["max"] == pytest.approx(max(present), rel=1e-12), column["name"]
+
+
+def test_enum_typed_arguments_are_accepted(proxy: ProxyProcess, database: str) -> None:
+    """PostgresML's enum-typed parameters: a literal cast to the catalog's enum works like the bare literal."""
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        trained = conn.execute(
+            "SELECT * FROM pgml.train('Enums', 'classification', 'pgml.iris', 'target', 'xgboost'::pgml.algorithm, "
+            "test_sampling => 'last'::pgml.sampling, search => 'grid'::pgml.search, "
+            "search_params => '{\"max_depth\": [2, 3]}')"
+        ).fetchall()
+        assert trained == [("Enums", "classification", "xgboost", True)]
+        deployed = conn.execute("SELECT * FROM pgml.deploy('Enums', 'most_recent'::pgml.strategy)").fetchall()
+        assert deployed == [("Enums", "most_recent", "xgboost")]
+        [(sampling,)] = conn.execute(
+            "SELECT test_sampling FROM pgml.snapshots ORDER BY id DESC LIMIT 1"
+        ).fetchall()
+        assert sampling == "last"

@@ -51,9 +51,20 @@ _IMPLICIT: Final = frozenset(
 )
 
 
+_CATALOG_ENUMS: Final = frozenset(
+    name
+    for label in ("task", "algorithm", "runtime", "strategy", "sampling", "search", "status")
+    for name in (label, f"pgml.{label}")
+)
+"""The catalog's enum types (as a cast names them, or pg_typeof with pgml on the search path or not): the
+proxy's parameters of those types are text, which takes their labels as they are."""
+
+
 def coerces(source: str, target: str) -> bool:
     """Whether a value of type ``source`` may be passed where ``target`` is expected, as Postgres would."""
     if source in (UNKNOWN, target) or target == ANY_ELEMENT:
+        return True
+    if target == "text" and source in _CATALOG_ENUMS:
         return True
     if source.endswith("[]") and target.endswith("[]"):
         return coerces(source[:-2], target[:-2])
