@@ -389,9 +389,14 @@ class Session(ExtensionCommands):
         side = self.upstream_side
         if side is None or side.upstream_key is None:
             return None
-        return self.server.spawn(
+        forwarded = self.server.spawn(
             send_cancel(self.server.upstream, side.upstream_key.cancel_request()), "cancel"
         )
+        # The proxy may answer the canceled statement before the upstream has the cancel (a splice's error
+        # is its own): the client's next statement waits for it, so that the cancel cannot land on that one.
+        self.client_gate.pause("cancel on its way")
+        forwarded.add_done_callback(lambda _: self.client_gate.resume("cancel on its way"))
+        return forwarded
 
     def close(self, error: ProxyError | None = None, *, client_gone: bool = False) -> None:
         """End the session: tell the client why (if it can still hear), release the upstream."""
