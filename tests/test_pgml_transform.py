@@ -397,7 +397,7 @@ def test_a_constant_call_is_answered_by_the_proxy(nlp_proxy: ProxyProcess, upstr
         assert len(result) == 2
         with psycopg.connect(upstream.url()) as direct:
             [(last,)] = direct.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchall()
-    assert "pgml." not in last  # the statement itself never went upstream
+    assert "pgml.transform" not in last  # the statement itself never went upstream (a side query may have)
 
 
 @pytest.fixture(scope="module")

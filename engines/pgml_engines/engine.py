@@ -27,9 +27,10 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import arguments, classical, datasets, tasks
+from . import arguments, classical, datasets, tasks, tuning
 from . import chunk as chunking
 from . import embed as embedding
 from . import rank as ranking
@@ -306,6 +307,27 @@ class Engine:
         in the caller's task; cancelling the caller kills the training."""
         self._check_open()
         return await classical.run_training(request, progress, pool=self._training_pool())
+
+    async def tune(
+        self, request: tuning.TuneRequest, progress: Callable[[Any], Awaitable[None] | None] | None = None
+    ) -> tuning.TuneResult:
+        """``pgml.tune``: LoRA fine-tuning in a child process of the training pool, as ``train`` runs;
+        ``progress`` gets each ``{"epoch", "step", "steps", "loss"}`` on the event loop."""
+        self._check_open()
+        return await self._training_pool().run(tuning.tune, request, progress)
+
+    async def materialize_tuned(self, files: Mapping[str, bytes], base_model: str, target: Path) -> Path:
+        """The folder of a tuned model (adapter ``files`` merged into ``base_model``), written on a thread
+        unless it exists: a model id never changes its files, so an existing folder is that model."""
+        self._check_open()
+        if target.exists():
+            return target
+        try:
+            return await asyncio.to_thread(tuning.materialize, files, base_model, target)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
 
     def _training_pool(self) -> classical.TrainingPool:
         with self._lock:

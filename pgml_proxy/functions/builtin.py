@@ -9,7 +9,7 @@ from typing import Any, Final
 from pgml_proxy import __version__
 from pgml_proxy.functions.data import DATA
 from pgml_proxy.functions.lifecycle import LIFECYCLE
-from pgml_proxy.functions.nlp import NLP
+from pgml_proxy.functions.nlp import GENERATE, NLP
 from pgml_proxy.functions.predict import PREDICT
 from pgml_proxy.functions.registry import CallContext, Overload, Registry, json_object
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
@@ -97,6 +97,7 @@ BUILTIN: Final = Registry(
             _embed_many,
         ),
         *NLP,
+        *GENERATE,
         *DATA,
         *LIFECYCLE,
         *PREDICT,

@@ -1,17 +1,25 @@
-"""pgml.transform, pgml.transform_stream and pgml.rank (contract §2.3, §5): overloads and argument shapes.
+"""pgml.transform, pgml.transform_stream, pgml.rank and pgml.generate (contract §2.2, §2.3, §5): overloads
+and argument shapes.
 
 The task comes as text (a pipeline task name) or jsonb (the pipeline-construction dictionary), inputs
 as text[] or, for chat, jsonb[] messages; the engine does the rest. Calls of one statement run
 concurrently, so the engine batches them (a spliced ``transform`` over table rows is one call per row).
+
+A transform's model may name a project tuned with ``pgml.tune``: that name is looked up on the client's
+session first (once per statement, before rows stream, like predict's deployment), and the deployed tuned
+model is served in its place. ``pgml.generate`` serves a tuned project's model only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 from pgml_proxy.errors import InvalidParameterValue
+from pgml_proxy.functions.lifecycle.catalog import session_of
+from pgml_proxy.functions.lifecycle.tuning import project_model, tuned_model
 from pgml_proxy.functions.registry import (
     CallContext,
     Implementation,
@@ -20,7 +28,7 @@ from pgml_proxy.functions.registry import (
     json_object,
 )
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
-from pgml_proxy.wire.types import FLOAT8, INT8, JSONB, TEXT
+from pgml_proxy.wire.types import FLOAT8, INT8, JSONB, TEXT, TEXT_ARRAY
 
 _EMPTY: Final[list[Any]] = []
 
@@ -42,15 +50,42 @@ def _messages(inputs: Sequence[Any], function: str) -> list[Any]:
     return list(inputs)
 
 
+def _model_name(task: Any) -> str | None:
+    return task.get("model") if isinstance(task, dict) and isinstance(task.get("model"), str) else None
+
+
+async def _tuned_for_task(context: CallContext, task: Any) -> str | None:
+    """The serving name of the tuned project a task's model names, if it names one."""
+    name = _model_name(task)
+    if name is None or context.session is None:
+        return None
+    return await project_model(context, context.session, name)
+
+
+async def _served(context: CallContext, task: Any) -> Any:
+    """The task, its model replaced by a tuned project's serving name when it names one."""
+    tuned = (
+        context.preloaded.loaded if context.preloaded is not None else await _tuned_for_task(context, task)
+    )
+    return task if tuned is None else {**task, "model": tuned}
+
+
 def _transform(task_json: bool, inputs_json: bool) -> Implementation:
     shape = _messages if inputs_json else _texts
 
     async def run(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+        served = {}
+        for task, *_ in calls:
+            key = json.dumps(task, sort_keys=True)
+            if key not in served:
+                served[key] = await _served(context, _task(task, task_json))
         return list(
             await asyncio.gather(
                 *(
                     context.engine.transform(
-                        _task(task, task_json), json_object(args, "args"), shape(inputs, "transform")
+                        served[json.dumps(task, sort_keys=True)],
+                        json_object(args, "args"),
+                        shape(inputs, "transform"),
                     )
                     for task, args, inputs, _cache in calls
                 )
@@ -58,6 +93,36 @@ def _transform(task_json: bool, inputs_json: bool) -> Implementation:
         )
 
     return run
+
+
+async def _generated(context: CallContext, project: str, inputs: list[str], config: Any) -> list[str]:
+    """``pgml.generate``: each input continued by the project's deployed tuned model, decoded whole."""
+    tuned = (
+        context.preloaded.loaded
+        if context.preloaded is not None
+        else await tuned_model(context, session_of(context), project)
+    )
+    if tuned is None:
+        raise InvalidParameterValue(f"project `{project}` has no model tuned with pgml.tune deployed")
+    results = await context.engine.transform(
+        {"task": "text-generation", "model": tuned}, json_object(config, "config"), inputs
+    )
+    return [result[0]["generated_text"] for result in results]
+
+
+async def _preload_project(context: CallContext, project: Any) -> str | None:
+    return await tuned_model(context, session_of(context), str(project))
+
+
+async def _generate_one(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+    return [(await _generated(context, project, [text], config))[0] for project, text, config in calls]
+
+
+async def _generate_many(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+    return [
+        await _generated(context, project, _texts(texts, "generate"), config)
+        for project, texts, config in calls
+    ]
 
 
 def _transform_stream(task_json: bool, inputs_json: bool) -> StreamImplementation:
@@ -114,7 +179,9 @@ def _overloads(
             if streaming:
                 overloads.append(Overload(signature, _collected(implementation), implementation))
             else:
-                overloads.append(Overload(signature, implementation))
+                overloads.append(
+                    Overload(signature, implementation, reads_session=True, preload=_tuned_for_task)
+                )
     return overloads
 
 
@@ -148,3 +215,21 @@ NLP: Final = [
     ),
 ]
 """The NLP overloads, for the registry."""
+
+GENERATE: Final = [
+    Overload(
+        Signature(
+            "generate",
+            (Parameter("project_name", "text"), Parameter(name, inputs), Parameter("config", "jsonb", {})),
+            returns,
+        ),
+        run,
+        reads_session=True,
+        preload=_preload_project,
+    )
+    for name, inputs, returns, run in (
+        ("inputs", "text", TEXT, _generate_one),
+        ("inputs", "text[]", TEXT_ARRAY, _generate_many),
+    )
+]
+"""pgml.generate's overloads (a tuned project's model), for the registry."""

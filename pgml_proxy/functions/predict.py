@@ -5,10 +5,9 @@ finds the newest deployment's model id (so a new deployment is seen from the nex
 session and every proxy), and, on a cache miss only, one more reads the artifact from ``pgml.files``. The
 loaded model is cached in the engine by (database identity, model id): a model id never changes its artifact.
 
-The database identity is ``<database oid>:<name>@<server address>:<port>:<postmaster start epoch>``, all
-readable by any role (``pg_control_system()``'s system identifier needs pg_monitor or superuser). The oid tells
-a dropped and recreated database of the same name apart; the start time tells apart two clusters that look
-alike from here (two containers behind one address), at the cost of a reload after a restart.
+The database identity (:data:`~pgml_proxy.functions.lifecycle.catalog.DATABASE_IDENTITY`) avoids
+``pg_control_system()``'s system identifier, which needs pg_monitor or superuser; the postmaster's start time
+in it costs a reload after a restart.
 
 A call whose first argument is a constant is looked up once, before the statement's rows stream (its
 model preloaded), so the session is free for the rows and predictions are spliced into them in batches.
@@ -31,32 +30,14 @@ from pgml_engines import classical
 
 from pgml_proxy.errors import InvalidParameterValue, UndefinedObject
 from pgml_proxy.functions.lifecycle import ARTIFACT_PATH
+from pgml_proxy.functions.lifecycle.catalog import DATABASE_IDENTITY, deployed_model
 from pgml_proxy.functions.lifecycle.snapshots import field_value
 from pgml_proxy.functions.registry import CallContext, Implementation, Overload, SessionQueries
 from pgml_proxy.functions.signatures import ANY_ELEMENT, Parameter, Signature
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.wire.types import FLOAT4, FLOAT4_ARRAY, PgType
 
-IDENTITY: Final = (
-    "((SELECT oid FROM pg_database WHERE datname = current_database())::text || ':' || current_database()"
-    " || '@' || coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port')"
-    " || ':' || extract(epoch FROM pg_postmaster_start_time())::text)"
-)
 _FEATURE_TYPES: Final = ("real[]", "double precision[]", "smallint[]", "integer[]", "bigint[]", "boolean[]")
-
-
-async def _deployed(session: SessionQueries, project: str) -> tuple[str, int]:
-    """The database identity and the project's current model id, in one statement."""
-    [[found]] = await session.rows(
-        f"SELECT {IDENTITY} || '|' || coalesce((SELECT d.model_id::text FROM pgml.deployments d "
-        f"JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = {quote(project)} "
-        "ORDER BY d.created_at DESC, d.id DESC LIMIT 1), '')"
-    )
-    assert found is not None
-    identity, _, model_id = found.rpartition("|")
-    if not model_id:
-        raise UndefinedObject(f"No deployed model exists for the project named: `{project}`")
-    return identity, int(model_id)
 
 
 async def _model(context: CallContext, identity: str, model_id: int) -> classical.ClassicalModel:
@@ -91,9 +72,9 @@ async def _load(context: CallContext, target: Any, by_project: bool) -> classica
     """The model a project name (its deployment) or a model id stands for."""
     session = _session(context)
     if by_project:
-        identity, model_id = await _deployed(session, str(target))
+        identity, model_id = await deployed_model(session, str(target))
     else:
-        [[found]] = await session.rows(f"SELECT {IDENTITY}")
+        [[found]] = await session.rows(f"SELECT {DATABASE_IDENTITY}")
         assert found is not None
         identity, model_id = found, int(target)
     return await _model(context, identity, model_id)

@@ -142,6 +142,17 @@ class Registry:
         """Whether some overload of ``name`` reads the client's session."""
         return any(o.reads_session for o in self._by_name.get(name, ()))
 
+    def first_argument(self, name: str, argument_names: Sequence[str | None]) -> int | None:
+        """Which argument of a call binds the overloads' first parameter (what a preload reads): the first
+        one when positional, else the one named like it; None when none does or the overloads differ."""
+        firsts = {
+            o.signature.parameters[0].name for o in self._by_name.get(name, ()) if o.signature.parameters
+        }
+        if argument_names and argument_names[0] is None:
+            return 0
+        named = [i for i, given in enumerate(argument_names) if given in firsts]
+        return named[0] if len(named) == 1 else None
+
     def preloads(self, name: str) -> bool:
         """Whether every overload of ``name`` that reads the session can read it all in advance."""
         return all(o.preload is not None for o in self._by_name.get(name, ()) if o.reads_session)

@@ -140,10 +140,19 @@ class Interceptor:
         return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
-        """Whether a call returns rows: chunk, rank, transform_stream, load_dataset, train, train_joint and
-        deploy always; embed when its input is visibly an array; predict_batch unless its first argument
+        """Whether a call returns rows: chunk, rank, transform_stream, load_dataset, train, train_joint,
+        tune and deploy always; embed when its input is visibly an array; predict_batch unless its first argument
         is visibly a model id."""
-        if name in ("chunk", "rank", "transform_stream", "load_dataset", "train", "train_joint", "deploy"):
+        if name in (
+            "chunk",
+            "rank",
+            "transform_stream",
+            "load_dataset",
+            "train",
+            "train_joint",
+            "tune",
+            "deploy",
+        ):
             return True
         if name == "predict_batch":  # SETOF real by project, real[] by model id (§2.2, kept)
             return not any(
@@ -333,11 +342,9 @@ class Interceptor:
 
     def _spliceable(self, call: CallSite) -> bool:
         """A select-list call whose value the proxy can write itself, casts included (DESIGN §4)."""
+        first = self.registry.first_argument(call.name, [a.name for a in call.args])
         if self.registry.reads_session(call.name) and not (
-            self.registry.preloads(call.name)
-            and call.args
-            and call.args[0].name is None
-            and call.args[0].constant
+            self.registry.preloads(call.name) and first is not None and call.args[first].constant
         ):
             return False  # it needs side queries, impossible while the portal's rows stream
         if call.strategy is not Strategy.SPLICE or call.level is None or call.level.targets_end is None:
@@ -383,7 +390,8 @@ class Interceptor:
         name = planned.site.name
         if not self.registry.reads_session(name):
             return planned
-        [(type_name, value)] = [(t, v) for position, t, v in planned.fixed if position == 0]
+        first = self.registry.first_argument(name, [a.name for a in planned.site.args])
+        [(type_name, value)] = [(t, v) for position, t, v in planned.fixed if position == first]
         context = CallContext(await self.engine(), session)
         return dataclasses.replace(
             planned, preloaded=await self.registry.preload(context, name, type_name, value)

@@ -326,6 +326,21 @@ def vector_binary(values: Sequence[float]) -> bytes:
     return struct.pack(f"!hh{len(values)}f", len(values), 0, *values)
 
 
+def _array_element(text: str) -> str:
+    """An element as array_out writes it: quoted when empty, NULL-like, or holding special characters."""
+    if text == "" or text.upper() == "NULL" or any(c in '{},"\\' or c.isspace() for c in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+TEXT_ARRAY: Final = PgType(
+    "text[]",
+    1009,
+    lambda values: (
+        "{" + ",".join("NULL" if v is None else _array_element(v) for v in values) + "}"
+    ).encode(),
+    _array_binary(TEXT.oid, _utf8),
+)
 RECORD: Final = PgType("record", 2249, record_text, record_binary)
 VOID: Final = PgType("void", 2278, lambda v: b"", lambda v: b"", 4)
 

@@ -1,4 +1,4 @@
-"""pgml.train, pgml.train_joint and pgml.deploy (contract §2.1, §3.4–§3.8): the model lifecycle, with its
+"""pgml.train, pgml.train_joint, pgml.tune and pgml.deploy (contract §2.1, §3.4–§3.8): the model lifecycle, with its
 catalog rows written on the client's own session.
 
 The proxy reads the relation and writes ``pgml.projects``/``snapshots``/``models``/``files``/``deployments``
@@ -21,6 +21,7 @@ from typing import Final
 
 from pgml_proxy.functions.lifecycle.deploy import deploy, deploy_model
 from pgml_proxy.functions.lifecycle.training import ARTIFACT_PATH, train, train_joint
+from pgml_proxy.functions.lifecycle.tuning import tune
 from pgml_proxy.functions.registry import Overload
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
 from pgml_proxy.wire.types import BOOL, TEXT
@@ -87,6 +88,28 @@ LIFECYCLE: Final[Sequence[Overload]] = (
     Overload(
         Signature("deploy", (Parameter("model_id", "bigint"),), _DEPLOY_RESULT, set_returning=True),
         deploy_model,
+        uses_session=True,
+    ),
+    Overload(
+        Signature(
+            "tune",
+            (
+                Parameter("project_name", "text"),
+                Parameter("task", "text", None),
+                Parameter("relation_name", "text", None),
+                Parameter("y_column_name", "text", None),
+                Parameter("model_name", "text", None),
+                Parameter("hyperparams", "jsonb", {}),
+                Parameter("test_size", "real", 0.25),
+                Parameter("test_sampling", "text", "stratified"),
+                Parameter("automatic_deploy", "boolean", True),
+                Parameter("materialize_snapshot", "boolean", False),
+            ),
+            _TRAIN_RESULT,  # PostgresML names the first column status; the contract fixes it to project
+            set_returning=True,
+            strict=False,
+        ),
+        tune,
         uses_session=True,
     ),
 )

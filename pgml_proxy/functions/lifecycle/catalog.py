@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from pgml_proxy.errors import InvalidTextRepresentation, ObjectNotInPrerequisiteState
+from pgml_proxy.errors import InvalidTextRepresentation, ObjectNotInPrerequisiteState, UndefinedObject
 from pgml_proxy.functions.registry import CallContext, SessionQueries, SessionQueryFailed
 from pgml_proxy.sql.literals import quote
 from pgml_proxy.wire.status import IDLE
@@ -57,12 +57,28 @@ TARGETS: Final[Mapping[str, tuple[str, bool]]] = {
     "text2text": ("perplexity", False),
 }
 
-SAMPLINGS: Final = ("random", "last", "stratified")
-STRATEGIES: Final = ("best_score", "most_recent", "rollback")
-ARTIFACT_PATH: Final = "estimator.rmp"
-_INTEGERS: Final = frozenset(("int2", "int4", "int8"))
-_FLOATS: Final = frozenset(("float4", "float8", "numeric"))
-_NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+DATABASE_IDENTITY: Final = (
+    "((SELECT oid FROM pg_database WHERE datname = current_database())::text || ':' || current_database()"
+    " || '@' || coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port')"
+    " || ':' || extract(epoch FROM pg_postmaster_start_time())::text)"
+)
+"""``<database oid>:<name>@<server address>:<port>:<postmaster start epoch>``, readable by any role: what
+tells apart the databases a proxy serves, for its caches of their models (the oid tells a dropped and
+recreated database of the same name apart; the start time two clusters that look alike from here)."""
+
+
+async def deployed_model(session: SessionQueries, project: str) -> tuple[str, int]:
+    """The database identity and the project's current model id, in one statement."""
+    [[found]] = await session.rows(
+        f"SELECT {DATABASE_IDENTITY} || '|' || coalesce((SELECT d.model_id::text FROM pgml.deployments d "
+        f"JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = {quote(project)} "
+        "ORDER BY d.created_at DESC, d.id DESC LIMIT 1), '')"
+    )
+    assert found is not None
+    identity, _, model_id = found.rpartition("|")
+    if not model_id:
+        raise UndefinedObject(f"No deployed model exists for the project named: `{project}`")
+    return identity, int(model_id)
 
 
 def dashed(task: str) -> str:

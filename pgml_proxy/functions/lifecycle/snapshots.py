@@ -253,7 +253,7 @@ async def take_snapshot(
             raise InvalidParameterValue(
                 f"Column `{label}` not found. Did you pass the correct `y_column_name`?"
             )
-    supervised = task in ("regression", "classification")
+    supervised = task in ("regression", "classification", "text_classification", "text_pair_classification")
     labels = list(arguments.y_column_names) if supervised else []
     [[snapshot_id]] = await catalog.rows(
         "INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, status, "
