@@ -31,18 +31,16 @@ import numpy as np
 import psycopg
 from harness import (
     RESULTS_DIR,
-    BenchmarkError,
     ProxiedPostgres,
     at_least,
     benchmark_parser,
     cpu_pressure,
-    cpu_seconds,
     environment,
     pressure_lines,
     proxied_postgres,
     scratch_folder,
-    server_cpu_seconds,
     summarize,
+    timed_proxy_query,
     write_results,
 )
 
@@ -100,18 +98,9 @@ def load_table(conn: psycopg.Connection, name: str, x: np.ndarray, y: np.ndarray
 
 
 def proxy_side(servers: ProxiedPostgres, sql: str) -> dict:
-    with psycopg.connect(servers.proxy_url, autocommit=True) as conn:
-        cur = psycopg.ClientCursor(conn)
-        cpu_before, server_before = cpu_seconds(servers.proxy_pid), server_cpu_seconds(servers.data_dir)
-        start = time.perf_counter()
-        result = cur.execute(sql).fetchall()
-        end = time.perf_counter()
-        cpu = cpu_seconds(servers.proxy_pid) - cpu_before
-        server_cpu = server_cpu_seconds(servers.data_dir) - server_before
-    if len(result) != 1:
-        raise BenchmarkError(f"pgml.train returned {result!r}")
-    # the proxy's own CPU; the fit runs in its training worker (a child process), not counted here
-    return {"seconds": end - start, "proxy_cpu_s": cpu, "server_cpu_s": server_cpu}
+    """The statement through the proxy; the proxy's own CPU, not its training worker's (a child process)."""
+    timing, _ = timed_proxy_query(servers, sql, 1)
+    return timing
 
 
 async def _read(url: str) -> tuple[float, list]:

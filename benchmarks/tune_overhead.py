@@ -52,14 +52,13 @@ from harness import (
     at_least,
     benchmark_parser,
     cpu_pressure,
-    cpu_seconds,
     environment,
     pressure_lines,
     proxied_postgres,
     rotated,
     scratch_folder,
-    server_cpu_seconds,
     summarize,
+    timed_proxy_query,
     write_results,
 )
 from transform_classification import CLASSIFIER, build_classifier
@@ -159,26 +158,18 @@ def load_reviews(conn: psycopg.Connection, name: str, rows: list[tuple[str, str]
 
 
 def proxy_side(servers: ProxiedPostgres, sql: str) -> dict:
-    with psycopg.connect(servers.proxy_url, autocommit=True) as conn:
-        cur = psycopg.ClientCursor(conn)
-        cpu_before, server_before = cpu_seconds(servers.proxy_pid), server_cpu_seconds(servers.data_dir)
-        start = time.perf_counter()
-        result = cur.execute(sql).fetchall()
-        end = time.perf_counter()
-        cpu = cpu_seconds(servers.proxy_pid) - cpu_before
-        server_cpu = server_cpu_seconds(servers.data_dir) - server_before
-    if len(result) != 1:
-        raise BenchmarkError(f"pgml.tune returned {result!r}")
+    """The statement through the proxy; the proxy's own CPU, not its training worker's (a child process)."""
+    timing, _ = timed_proxy_query(servers, sql, 1)
     metrics = newest_metrics(servers.direct_url)
-    # the proxy's own CPU; the training runs in its worker (a child process), not counted here
-    return {
-        "seconds": end - start,
-        "fit_s": metrics["fit_time"],
-        "score_s": metrics["score_time"],
-        "outside_s": end - start - metrics["fit_time"] - metrics["score_time"],
-        "proxy_cpu_s": cpu,
-        "server_cpu_s": server_cpu,
-    } | {name: metrics[name] for name in COMPARED}
+    return (
+        timing
+        | {
+            "fit_s": metrics["fit_time"],
+            "score_s": metrics["score_time"],
+            "outside_s": timing["seconds"] - metrics["fit_time"] - metrics["score_time"],
+        }
+        | {name: metrics[name] for name in COMPARED}
+    )
 
 
 def newest_metrics(url: str) -> dict:
