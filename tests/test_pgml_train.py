@@ -358,3 +358,28 @@ def test_enum_typed_arguments_are_accepted(proxy: ProxyProcess, database: str) -
             "SELECT test_sampling FROM pgml.snapshots ORDER BY id DESC LIMIT 1"
         ).fetchall()
         assert sampling == "last"
+
+
+def test_snapshot_is_materialized_and_attached_to_no_project(proxy: ProxyProcess, database: str) -> None:
+    """pgml.snapshot (§2.1): a materialized copy and its catalog row, its two inputs back; a train without
+    a relation never picks it up; STRICT; the contract's errors."""
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        taken = conn.execute("SELECT * FROM pgml.snapshot('pgml.iris', 'target', test_sampling => 'last')")
+        assert [d.name for d in taken.description] == ["relation", "y_column_name"]
+        assert taken.fetchall() == [("pgml.iris", "target")]
+        [(snapshot_id, materialized, labels, sampling, analysis)] = conn.execute(
+            "SELECT id, materialized, y_column_name, test_sampling, analysis FROM pgml.snapshots"
+        ).fetchall()
+        assert (materialized, labels, sampling, analysis) == (True, ["target"], "last", {"samples": 150})
+        assert conn.execute(f'SELECT count(*) FROM pgml."snapshot_{snapshot_id}"').fetchone() == (150,)
+        assert conn.execute("SELECT * FROM pgml.snapshot('pgml.iris', NULL)").fetchall() == []
+        assert _count(conn, "snapshots") == 1
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="You must pass a `relation_name`"):
+            conn.execute("SELECT * FROM pgml.train('Fresh', 'classification')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="Column `nope` not found"):
+            conn.execute("SELECT * FROM pgml.snapshot('pgml.iris', 'nope')")
+        with pytest.raises(
+            psycopg.errors.InvalidParameterValue, match=r'Relation "pgml\.nope" does not exist'
+        ):
+            conn.execute("SELECT * FROM pgml.snapshot('pgml.nope', 'target')")
+        assert _count(conn, "snapshots") == 1

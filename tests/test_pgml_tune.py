@@ -3,10 +3,12 @@ models built at test time as bases (``nlp_proxy`` serves them from its models di
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psycopg
 import psycopg.errors
 import pytest
@@ -171,7 +173,32 @@ def test_tune_a_conversation_model_and_generate(
             "SELECT pgml.generate('Chat', ARRAY['say good', 'say nice'], %s::jsonb)", (json.dumps(config),)
         )
         assert many[0] == one and len(many) == 2
+        stream_args = json.dumps({**config, "return_full_text": False})
+        pieces = conn.execute(
+            'SELECT * FROM pgml.transform_stream(\'{"task": "text-generation", "model": "Chat"}\'::jsonb, '
+            "%s::jsonb, 'say good')",
+            (stream_args,),
+        ).fetchall()
+        assert len(pieces) > 1 and one.endswith("".join(p[0][0] for p in pieces))  # the tuned model streams
         files = _stored_files(conn, model_id)
+
+    async def streamed_through_a_cursor() -> list[Any]:  # the extended protocol, a portal fetched in parts
+        client = await asyncpg.connect(nlp_proxy.url(database=database))
+        try:
+            async with client.transaction():
+                cursor = client.cursor(
+                    "SELECT * FROM pgml.transform_stream($1::jsonb, $2::jsonb, $3)",
+                    json.dumps({"task": "text-generation", "model": "Chat"}),
+                    stream_args,
+                    "say good",
+                    prefetch=2,
+                )
+                return [row[0] async for row in cursor]
+        finally:
+            await client.close()
+
+    streamed = asyncio.run(streamed_through_a_cursor())
+    assert ["".join(json.loads(piece)) for piece in streamed] == [p[0][0] for p in pieces]
 
     merged = tuning.materialize(files, str(tiny_models / "text-generation"), tmp_path / "merged")
     tokenizer = AutoTokenizer.from_pretrained(merged)

@@ -127,9 +127,12 @@ async def _generate_many(context: CallContext, calls: list[tuple[Any, ...]]) -> 
 
 def _transform_stream(task_json: bool, inputs_json: bool) -> StreamImplementation:
     def stream(context: CallContext, call: tuple[Any, ...]) -> AsyncIterator[Any]:
+        """The model a tuned project name stands for was preloaded, before the stream began."""
         task, args, inputs, _cache = call
         given = _messages(inputs, "transform_stream") if inputs_json else inputs
-        return context.engine.transform_stream(_task(task, task_json), json_object(args, "args"), given)
+        tuned = context.preloaded.loaded if context.preloaded is not None else None
+        served = _task(task, task_json) if tuned is None else {**task, "model": tuned}
+        return context.engine.transform_stream(served, json_object(args, "args"), given)
 
     return stream
 
@@ -177,7 +180,9 @@ def _overloads(
             )
             implementation = make(task_type == "jsonb", inputs_json)
             if streaming:
-                overloads.append(Overload(signature, _collected(implementation), implementation))
+                overloads.append(
+                    Overload(signature, _collected(implementation), implementation, preload=_tuned_for_task)
+                )
             else:
                 overloads.append(
                     Overload(signature, implementation, reads_session=True, preload=_tuned_for_task)

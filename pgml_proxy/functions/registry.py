@@ -142,6 +142,20 @@ class Registry:
         """Whether some overload of ``name`` reads the client's session."""
         return any(o.reads_session for o in self._by_name.get(name, ()))
 
+    async def preload_call(
+        self, context: CallContext, resolved: ResolvedCall, arguments: Sequence[Any]
+    ) -> Preloaded | None:
+        """A resolved call's preload, run on ``context``'s session with its first parameter's value (a
+        stream's, before it begins: while it streams, the session is the client's)."""
+        preload = resolved.overload.preload
+        if preload is None:
+            return None
+        first = _arranger(resolved)(arguments)[0]
+        if first is None:
+            return Preloaded(preload, None, None)
+        with _translating(resolved.signature):
+            return Preloaded(preload, first, await preload(context, first))
+
     def first_argument(self, name: str, argument_names: Sequence[str | None]) -> int | None:
         """Which argument of a call binds the overloads' first parameter (what a preload reads): the first
         one when positional, else the one named like it; None when none does or the overloads differ."""

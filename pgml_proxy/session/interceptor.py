@@ -75,6 +75,20 @@ from pgml_proxy.wire.types import (
 )
 
 ANALYSIS_CACHE_SIZE: Final = 512
+_SETS: Final = frozenset(
+    (
+        "chunk",
+        "rank",
+        "transform_stream",
+        "load_dataset",
+        "train",
+        "train_joint",
+        "tune",
+        "snapshot",
+        "deploy",
+    )
+)
+"""The pgml functions that return rows whatever their arguments."""
 
 
 class SideChannel(Protocol):
@@ -140,19 +154,9 @@ class Interceptor:
         return cached
 
     def _set_returning(self, name: str, arguments: Sequence[Any]) -> bool:
-        """Whether a call returns rows: chunk, rank, transform_stream, load_dataset, train, train_joint,
-        tune and deploy always; embed when its input is visibly an array; predict_batch unless its first argument
-        is visibly a model id."""
-        if name in (
-            "chunk",
-            "rank",
-            "transform_stream",
-            "load_dataset",
-            "train",
-            "train_joint",
-            "tune",
-            "deploy",
-        ):
+        """Whether a call returns rows: the functions of :data:`_SETS` always; embed when its input is visibly
+        an array; predict_batch unless its first argument is visibly a model id."""
+        if name in _SETS:
             return True
         if name == "predict_batch":  # SETOF real by project, real[] by model id (§2.2, kept)
             return not any(
@@ -236,7 +240,8 @@ class Interceptor:
         texts = [a.span.text(sql) for a in call.args]
         values = await self._evaluate(call, texts, range(len(call.args)), channel)
         resolved = self._resolve(call, [v.type for v in values])
-        return await self._row_source(plan, resolved, [v.value for v in values], channel)
+        arguments = [v.value for v in values]
+        return await self._row_source(plan, resolved, arguments, channel, _SessionQueries(channel))
 
     def _inner_text(self, sql: str) -> str:
         [statement] = self._analyze(sql)
@@ -244,10 +249,16 @@ class Interceptor:
         return statement.inner.text(sql)
 
     async def _row_source(
-        self, plan: StreamPlan, resolved: ResolvedCall, values: Sequence[Any], channel: SideChannel
+        self,
+        plan: StreamPlan,
+        resolved: ResolvedCall,
+        values: Sequence[Any],
+        channel: SideChannel,
+        reads: _SessionQueries,
     ) -> RowSource:
-        """The statement's rows: a streaming call's as they are generated; a call that works on the
-        client's session (load_dataset, train) runs when they are first asked for."""
+        """The statement's rows: a streaming call's as they are generated (what it reads of the session,
+        through ``reads``, read first); a call that works on the client's session (load_dataset, train) runs
+        when they are first asked for."""
         engine = await self.engine()
         select, signature = plan.select, resolved.signature
 
@@ -260,7 +271,8 @@ class Interceptor:
         shaped = shape(select.answer, select.calls, {0: (signature, [])})
         assert shaped is not None
         if self.registry.streams(resolved):
-            items = self.registry.stream(CallContext(engine), resolved, values)
+            preloaded = await self.registry.preload_call(CallContext(engine, reads), resolved, values)
+            items = self.registry.stream(CallContext(engine, preloaded=preloaded), resolved, values)
         else:
             items = _when_read(
                 self.registry, CallContext(engine, _SessionQueries(channel, writes=True)), resolved, values
@@ -642,8 +654,9 @@ class Interceptor:
         if prepared.stream is not None:
             [plan] = prepared.calls
             values = await self._bound_values(prepared, plan, bind, results, channel)
-            assert channel is not None
-            return Bound(b"", stream=await self._row_source(prepared.stream, plan.resolved, values, channel))
+            assert channel is not None and reads is not None
+            source = await self._row_source(prepared.stream, plan.resolved, values, channel, reads)
+            return Bound(b"", stream=source)
         for plan in prepared.calls:
             values = await self._bound_values(prepared, plan, bind, results, channel)
             if plan.splice is not None:

@@ -1,4 +1,4 @@
-"""pgml.train, pgml.train_joint, pgml.tune and pgml.deploy (contract §2.1, §3.4–§3.8): the model lifecycle, with its
+"""pgml.train, pgml.train_joint, pgml.tune, pgml.snapshot and pgml.deploy (contract §2.1, §3.4–§3.8): the model lifecycle, with its
 catalog rows written on the client's own session.
 
 The proxy reads the relation and writes ``pgml.projects``/``snapshots``/``models``/``files``/``deployments``
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from pgml_proxy.functions.lifecycle.deploy import deploy, deploy_model
+from pgml_proxy.functions.lifecycle.snapshots import snapshot
 from pgml_proxy.functions.lifecycle.training import ARTIFACT_PATH, train, train_joint
 from pgml_proxy.functions.lifecycle.tuning import tune
 from pgml_proxy.functions.registry import Overload
@@ -88,6 +89,22 @@ LIFECYCLE: Final[Sequence[Overload]] = (
     Overload(
         Signature("deploy", (Parameter("model_id", "bigint"),), _DEPLOY_RESULT, set_returning=True),
         deploy_model,
+        uses_session=True,
+    ),
+    Overload(
+        Signature(
+            "snapshot",
+            (
+                Parameter("relation_name", "text"),
+                Parameter("y_column_name", "text"),
+                Parameter("test_size", "real", 0.25),
+                Parameter("test_sampling", "text", "stratified"),
+                Parameter("preprocess", "jsonb", {}),
+            ),
+            (Column("relation", TEXT), Column("y_column_name", TEXT)),
+            set_returning=True,
+        ),
+        snapshot,
         uses_session=True,
     ),
     Overload(

@@ -81,6 +81,9 @@ async def deployed_model(session: SessionQueries, project: str) -> tuple[str, in
     return identity, int(model_id)
 
 
+SAMPLINGS: Final = ("random", "last", "stratified")
+
+
 def dashed(task: str) -> str:
     """A task as output columns spell it (``text-classification``); the catalog keeps underscores."""
     return task if task == "text2text" else task.replace("_", "-")

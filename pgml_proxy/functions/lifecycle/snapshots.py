@@ -9,23 +9,57 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 from pgml_engines import classical
 from pgml_engines.notices import notify
 
 from pgml_proxy.errors import InvalidParameterValue
-from pgml_proxy.functions.lifecycle.catalog import Catalog
+from pgml_proxy.functions.lifecycle.catalog import (
+    SAMPLINGS,
+    Catalog,
+    enum_error,
+    in_one_transaction,
+    jsonb_literal,
+    session_of,
+)
+from pgml_proxy.functions.registry import CallContext, json_object
 from pgml_proxy.sql.literals import identifier, quote
 from pgml_proxy.wire.types import parse_array_text
-
-if TYPE_CHECKING:
-    from pgml_proxy.functions.lifecycle.training import TrainArguments
 
 _INTEGERS: Final = frozenset(("int2", "int4", "int8"))
 _FLOATS: Final = frozenset(("float4", "float8", "numeric"))
 _NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class SnapshotSettings(Protocol):
+    """What taking or reusing a snapshot needs of a call's arguments (train's, tune's, snapshot's)."""
+
+    @property
+    def relation_name(self) -> str | None: ...
+    @property
+    def y_column_names(self) -> tuple[str, ...]: ...
+    @property
+    def test_size(self) -> float: ...
+    @property
+    def test_sampling(self) -> str: ...
+    @property
+    def materialize_snapshot(self) -> bool: ...
+    @property
+    def preprocess(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """pgml.snapshot's arguments."""
+
+    relation_name: str
+    y_column_names: tuple[str, ...]
+    test_size: float
+    test_sampling: str
+    materialize_snapshot: bool
+    preprocess: dict[str, Any]
 
 
 @dataclass
@@ -239,7 +273,7 @@ async def latest_snapshot(catalog: Catalog, project_id: int) -> Snapshot:
 
 
 async def take_snapshot(
-    catalog: Catalog, arguments: TrainArguments, task: str
+    catalog: Catalog, arguments: SnapshotSettings, task: str
 ) -> tuple[Snapshot, list[classical.ColumnData]]:
     """§3.5 with a relation: its columns introspected, the snapshot row, the rows read (materialized:
     copied into ``pgml."snapshot_<id>"`` first and read from there)."""
@@ -278,8 +312,50 @@ async def take_snapshot(
     return snapshot, await _read(catalog, table_sql, columns)
 
 
+async def describe_snapshot(
+    catalog: Catalog, snapshot: Snapshot, columns: Sequence[classical.ColumnData]
+) -> None:
+    """A snapshot's column objects (name, type, whether a label) and row count, where no training computes
+    their statistics (pgml.snapshot, pgml.tune)."""
+    described = [
+        {"name": c.name, "pg_type": c.pg_type, "label": c.name in snapshot.y_column_names} for c in columns
+    ]
+    samples = len(columns[0].values) if columns else 0
+    await catalog.rows(
+        f"UPDATE pgml.snapshots SET columns = {jsonb_literal(described)}, "
+        f"analysis = {jsonb_literal({'samples': samples})}, status = 'successful' WHERE id = {snapshot.id}"
+    )
+
+
+async def snapshot(context: CallContext, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """pgml.snapshot (§2.1): a materialized snapshot of the relation, attached to no project (so a train
+    without a relation never reuses it); its two inputs back."""
+    catalog = Catalog(session_of(context))
+    await catalog.check_installed("snapshot")
+    results = []
+    for relation, label, test_size, sampling, preprocess in calls:
+        if sampling not in SAMPLINGS:
+            raise enum_error("sampling", sampling)
+        arguments = SnapshotRequest(
+            relation_name=relation,
+            y_column_names=(label,),
+            test_size=float(test_size),
+            test_sampling=sampling,
+            materialize_snapshot=True,
+            preprocess=json_object(preprocess, "preprocess"),
+        )
+
+        async def work(arguments: SnapshotRequest = arguments) -> None:
+            taken, columns = await take_snapshot(catalog, arguments, "regression")
+            await describe_snapshot(catalog, taken, columns)
+
+        await in_one_transaction(catalog, work)
+        results.append([(relation, label)])
+    return results
+
+
 async def reuse_snapshot(
-    catalog: Catalog, arguments: TrainArguments, project_id: int
+    catalog: Catalog, arguments: SnapshotSettings, project_id: int
 ) -> tuple[Snapshot, list[classical.ColumnData]]:
     """§3.5 without a relation: the latest snapshot's settings; its copy when materialized, else the live
     relation (re-sampled)."""

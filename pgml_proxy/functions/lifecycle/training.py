@@ -12,6 +12,7 @@ from pgml_engines.notices import notify
 
 from pgml_proxy.errors import InternalError, InvalidParameterValue
 from pgml_proxy.functions.lifecycle.catalog import (
+    SAMPLINGS,
     TASKS,
     Catalog,
     dashed,
@@ -26,7 +27,6 @@ from pgml_proxy.functions.lifecycle.snapshots import Snapshot, latest_snapshot, 
 from pgml_proxy.functions.registry import CallContext, json_object
 from pgml_proxy.sql.literals import quote
 
-SAMPLINGS: Final = ("random", "last", "stratified")
 ARTIFACT_PATH: Final = "estimator.rmp"
 
 

@@ -25,6 +25,7 @@ from pgml_engines.resolve import ModelResolver
 
 from pgml_proxy.errors import InternalError, InvalidParameterValue, UndefinedObject
 from pgml_proxy.functions.lifecycle.catalog import (
+    SAMPLINGS,
     TASKS,
     Catalog,
     dashed,
@@ -35,8 +36,13 @@ from pgml_proxy.functions.lifecycle.catalog import (
     session_of,
 )
 from pgml_proxy.functions.lifecycle.deploy import auto_deploy
-from pgml_proxy.functions.lifecycle.snapshots import latest_snapshot, reuse_snapshot, take_snapshot
-from pgml_proxy.functions.lifecycle.training import SAMPLINGS, TrainArguments, Training, resolve_project
+from pgml_proxy.functions.lifecycle.snapshots import (
+    describe_snapshot,
+    latest_snapshot,
+    reuse_snapshot,
+    take_snapshot,
+)
+from pgml_proxy.functions.lifecycle.training import TrainArguments, Training, resolve_project
 from pgml_proxy.functions.registry import CallContext, SessionQueries, json_object
 from pgml_proxy.sql.literals import quote
 
@@ -176,11 +182,7 @@ async def _tune_one(context: CallContext, call: tuple[Any, ...]) -> tuple[str, s
             seed=_seed(settings),
         )
         if snapshot.new:
-            described = [{"name": c.name, "pg_type": c.pg_type, "label": c.name in labels} for c in columns]
-            await catalog.rows(
-                f"UPDATE pgml.snapshots SET columns = {jsonb_literal(described)}, "
-                f"analysis = {jsonb_literal({'samples': n_rows})}, status = 'successful' WHERE id = {snapshot.id}"
-            )
+            await describe_snapshot(catalog, snapshot, columns)
         training = Training(catalog, arguments, project_id, project_task)
         [[model_id]] = await catalog.rows(
             "INSERT INTO pgml.models (project_id, snapshot_id, num_features, algorithm, runtime, hyperparams, "
