@@ -93,6 +93,9 @@ def test_tune_a_classifier_and_serve_it_through_transform(
         assert (algorithm, runtime) == ("transformers", "python")
         assert {"accuracy", "f1", "loss"} <= set(metrics)
         assert hyperparams["model_name"] == "text-classification" and hyperparams["project_name"] == "Reviews"
+        assert (
+            hyperparams["dataset_args"]["text_column"] == "body" and hyperparams["r"] == 8
+        )  # given and effective
         assert any(
             n.startswith(f"Training Model {{ id: {model_id}, task: text_classification") for n in notices
         )
@@ -228,6 +231,12 @@ def test_tune_errors_follow_the_contract(nlp_proxy: ProxyProcess, database: str)
                 "SELECT * FROM pgml.tune('X', 'text-classification', 'public.reviews', 'sentiment', "
                 '\'text-classification\', hyperparams => \'{"dataset_args": {"text_column": "body"}, '
                 '"bogus": 1}\')'
+            )
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="training_args must be a JSON object"):
+            conn.execute(
+                "SELECT * FROM pgml.tune('X', 'text-classification', 'public.reviews', 'sentiment', "
+                "'text-classification', hyperparams => "
+                '\'{"dataset_args": {"text_column": "body"}, "training_args": [1]}\')'
             )
         with pytest.raises(psycopg.errors.UndefinedObject, match="No deployed model exists"):
             conn.execute("SELECT pgml.generate('Nope', 'hello')")

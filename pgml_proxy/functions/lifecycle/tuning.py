@@ -204,7 +204,8 @@ async def _tune_one(context: CallContext, call: tuple[Any, ...]) -> tuple[str, s
             hyperparams=settings,
         )
         result = await context.engine.tune(request, _progress)
-        hyperparams_stored = {**result.hyperparams, "model_name": model_name, "project_name": project}
+        # as given (dataset_args, training_args) with the effective values over them
+        hyperparams_stored = {**arguments.hyperparams, **result.hyperparams}
         await catalog.rows(
             f"UPDATE pgml.models SET hyperparams = {jsonb_literal(hyperparams_stored)}, "
             f"metrics = {jsonb_literal(result.metrics)}, status = 'successful' WHERE id = {training.model_id}"
@@ -225,7 +226,8 @@ async def _tune_one(context: CallContext, call: tuple[Any, ...]) -> tuple[str, s
 def _seed(hyperparams: Mapping[str, Any]) -> int:
     """The tune's seed (the engine's default when not given, or not a number: it refuses those itself)
     also fixes the split, so the same rows and hyperparams tune the same model."""
-    given = hyperparams.get("seed", (hyperparams.get("training_args") or {}).get("seed"))
+    training_args = hyperparams.get("training_args")
+    given = hyperparams.get("seed", training_args.get("seed") if isinstance(training_args, Mapping) else None)
     return given if isinstance(given, int) and not isinstance(given, bool) else tuning.Hyperparams().seed
 
 
