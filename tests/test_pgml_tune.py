@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +269,33 @@ def test_cancel_stops_a_tune_and_leaves_nothing_behind(nlp_proxy: ProxyProcess, 
         assert conn.execute("SELECT count(*) FROM pgml.models").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM pgml.files").fetchone() == (0,)
         assert _tune_reviews(conn, epochs=1)[0][0] == "Reviews"  # the proxy and its worker pool go on
+
+
+def test_another_proxy_serves_the_tuned_model_from_the_database_alone(
+    nlp_proxy: ProxyProcess,
+    proxy_factory: Callable[..., ProxyProcess],
+    database: str,
+    tiny_models: Path,
+    tmp_path: Path,
+) -> None:
+    """A replica with its own models directory (the base model, nothing tuned) serves a project tuned
+    through another proxy: it merges the adapter it reads from pgml.files, and follows new deployments."""
+    own_models = tmp_path / "models"
+    shutil.copytree(tiny_models / "text-classification", own_models / "text-classification")
+    replica = proxy_factory("--models-dir", str(own_models))
+    query = "SELECT pgml.transform(%s::jsonb, inputs => ARRAY['the food was good', 'a bad book'])"
+    with (
+        psycopg.connect(nlp_proxy.url(database=database), autocommit=True) as tuner,
+        psycopg.connect(replica.url(database=database), autocommit=True) as other,
+    ):
+        _tune_reviews(tuner)
+        [(here,)] = tuner.execute(query, (CLASSIFIER,)).fetchall()
+        [(there,)] = other.execute(query, (CLASSIFIER,)).fetchall()
+        assert there == here
+        assert any(p.name.startswith("pgml-tuned-") for p in own_models.iterdir())
+        _tune_reviews(tuner, deploy=False, learning_rate=0.0001, epochs=1, seed=7)
+        [[second_id]] = tuner.execute("SELECT max(id) FROM pgml.models").fetchall()
+        tuner.execute("SELECT * FROM pgml.deploy(%s::bigint)", (second_id,))
+        [(switched,)] = other.execute(query, (CLASSIFIER,)).fetchall()
+        assert switched != there
+        assert switched == tuner.execute(query, (CLASSIFIER,)).fetchone()[0]
