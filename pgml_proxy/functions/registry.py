@@ -46,7 +46,8 @@ class SessionQueries(Protocol):
     async def rows(self, sql: str) -> list[list[str | None]]: ...
 
     async def copy_out(self, sql: str) -> list[bytes]:
-        """The lines of a ``COPY … TO STDOUT`` (text format); only where the session ``writes``."""
+        """The CopyData of a ``COPY … TO STDOUT`` (a line each in text format); only where the session
+        ``writes``."""
         ...
 
     @property
@@ -98,8 +99,9 @@ class Overload:
     #: It reads the client's session with one-column SELECTs (predict: the deployment, the artifact), and
     #: so cannot run while rows stream through a splice, unless ``preload`` read it all beforehand.
     reads_session: bool = False
-    #: For a reads_session overload, everything it reads, looked up from its first argument alone: with
-    #: it, a call whose first argument is constant can be spliced.
+    #: What the overload reads of the session, looked up from its first argument alone: with it, a
+    #: reads_session call whose first argument is constant can be spliced, and a stream reads it before
+    #: it begins.
     preload: Preload | None = None
 
 
@@ -150,11 +152,7 @@ class Registry:
         preload = resolved.overload.preload
         if preload is None:
             return None
-        first = _arranger(resolved)(arguments)[0]
-        if first is None:
-            return Preloaded(preload, None, None)
-        with _translating(resolved.signature):
-            return Preloaded(preload, first, await preload(context, first))
+        return await _preloaded(context, preload, resolved.signature, _arranger(resolved)(arguments)[0])
 
     def first_argument(self, name: str, argument_names: Sequence[str | None]) -> int | None:
         """Which argument of a call binds the overloads' first parameter (what a preload reads): the first
@@ -181,12 +179,9 @@ class Registry:
         one_parameter = [Signature(name, (parameter,), TEXT) for parameter in firsts]
         with _translating(one_parameter[0]):
             [parameter] = resolve(name, one_parameter, [Argument(type_name)]).signature.parameters
-            preload = firsts[parameter]
-            if value is None:  # STRICT: nothing is computed, nothing is looked up
-                return Preloaded(preload, None, None)
-            if type_name == UNKNOWN:
+            if value is not None and type_name == UNKNOWN:
                 value = _coerce(parameter.type, value)
-            return Preloaded(preload, value, await preload(context, value))
+        return await _preloaded(context, firsts[parameter], one_parameter[0], value)
 
     def resolve(self, name: str, arguments: Sequence[Argument]) -> ResolvedCall:
         overloads = self._by_name[name]
@@ -278,6 +273,15 @@ def _arranger(resolved: ResolvedCall) -> Callable[[Sequence[Any]], tuple[Any, ..
         return tuple(values)
 
     return arrange
+
+
+async def _preloaded(context: CallContext, preload: Preload, signature: Signature, value: Any) -> Preloaded:
+    """``preload`` run for the first argument ``value``; nothing looked up for NULL (STRICT: nothing will
+    be computed)."""
+    if value is None:
+        return Preloaded(preload, None, None)
+    with _translating(signature):
+        return Preloaded(preload, value, await preload(context, value))
 
 
 @contextlib.contextmanager
