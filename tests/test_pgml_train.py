@@ -270,6 +270,15 @@ def test_accuracy_matches_the_library_fitted_directly(
             (f"accuracy {source}",),
         )
         [(metrics,)] = conn.execute("SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1").fetchall()
+        if source == "digits":  # an 8x8 array column: the array form and the row form, text and binary
+            by_array = conn.execute(
+                "SELECT pgml.predict('accuracy digits', image) FROM pgml.digits"
+            ).fetchall()
+            for binary in (False, True):
+                by_row = conn.cursor(binary=binary).execute(
+                    "SELECT pgml.predict('accuracy digits', ROW(image)) FROM pgml.digits"
+                )
+                assert by_row.fetchall() == by_array
     with psycopg.connect(upstream.url(database=database), autocommit=True) as direct:
         cursor = direct.execute(f"SELECT * FROM {table}")
         names = [d.name for d in cursor.description]

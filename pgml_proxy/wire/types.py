@@ -472,7 +472,7 @@ def decode_parameter(type_name: str, fmt: int, data: bytes) -> Any:
     if type_name.endswith("[]"):
         element = type_name[:-2]
         if element in _NUMBER_ELEMENTS and text.count("{") > 1:
-            return _nested_numbers(text)
+            return nested_numbers(text)
         elements = parse_array_text(text)
         if element in _TEXT_LIKE:
             return elements
@@ -546,7 +546,7 @@ def _array_from_binary(data: bytes) -> tuple[list[int], list[bytes | None]]:
     return dims, [None if v is None else bytes(v) for v in values]
 
 
-def _nested_numbers(text: str) -> list[Any]:
+def nested_numbers(text: str) -> list[Any]:
     """A numeric array of several dimensions, ``{{1,2},{3,NULL}}``, as nested lists (JSON's syntax but for
     the brackets and NULL; Python's JSON reader takes NaN and Infinity)."""
     if text.startswith("["):  # explicit bounds: ``[0:1][0:1]={{…}}``

@@ -55,6 +55,8 @@ SELECT * FROM pgml.load_dataset('digits');
 SELECT * FROM pgml.train('Handwritten Digits', 'classification', 'pgml.digits', 'target', 'xgboost',
                          hyperparams => '{"n_estimators": 10}');
 SELECT avg((pgml.predict('Handwritten Digits', image) = target)::int) > 0.8 AS accurate FROM pgml.digits;
+SELECT count(*) FILTER (WHERE pgml.predict('Handwritten Digits', ROW(image)) = pgml.predict('Handwritten Digits', image))
+       AS row_form_agrees FROM pgml.digits;
 
 -- the catalog as dashboards read it
 SELECT name, task FROM pgml.projects ORDER BY id;

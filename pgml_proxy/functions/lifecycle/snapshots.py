@@ -26,7 +26,7 @@ from pgml_proxy.functions.lifecycle.catalog import (
 )
 from pgml_proxy.functions.registry import CallContext, json_object
 from pgml_proxy.sql.literals import identifier, quote
-from pgml_proxy.wire.types import parse_array_text
+from pgml_proxy.wire.types import nested_numbers, parse_array_text
 
 _INTEGERS: Final = frozenset(("int2", "int4", "int8"))
 _FLOATS: Final = frozenset(("float4", "float8", "numeric"))
@@ -133,10 +133,12 @@ def _scalar(element: str, text: str) -> Any:
 
 def field_value(pg_type: str, text: str) -> Any:
     """A value of a column of type ``pg_type`` (``float4``, ``int2[]``) read from its text, as a record's
-    field comes in a row-form prediction (one-dimensional arrays only)."""
+    field comes in a row-form prediction (arrays of numbers may have several dimensions)."""
     element = pg_type.removesuffix("[]")
     if element == pg_type:
         return _scalar(element, text)
+    if element in _INTEGERS | _FLOATS and text.count("{") > 1:
+        return nested_numbers(text)
     return [None if e is None else _scalar(element, e) for e in parse_array_text(text)]
 
 
