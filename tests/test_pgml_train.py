@@ -279,6 +279,11 @@ def test_accuracy_matches_the_library_fitted_directly(
                     "SELECT pgml.predict('accuracy digits', ROW(image)) FROM pgml.digits"
                 )
                 assert by_row.fetchall() == by_array
+            # the extended protocol, a parameter and a bare column: resolved again once its type is known
+            by_parameter = conn.execute(
+                "SELECT pgml.predict(%s, image) FROM pgml.digits", ("accuracy digits",)
+            )
+            assert by_parameter.fetchall() == by_array
     with psycopg.connect(upstream.url(database=database), autocommit=True) as direct:
         cursor = direct.execute(f"SELECT * FROM {table}")
         names = [d.name for d in cursor.description]

@@ -134,6 +134,10 @@ class Registry:
         """Every overload's signature, by function in registration order."""
         return [o.signature for overloads in self._by_name.values() for o in overloads]
 
+    def signatures_of(self, name: str) -> list[Signature]:
+        """``name``'s overloads' signatures, in registration order."""
+        return [o.signature for o in self._by_name.get(name, ())]
+
     def scalar_return(self, name: str) -> PgType | None:
         """The type every scalar overload of ``name`` returns, when they agree (None: none or several)."""
         types = {o.signature.returns for o in self._by_name[name] if not o.signature.set_returning}

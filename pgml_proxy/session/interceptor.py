@@ -13,6 +13,7 @@ row's result up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -24,7 +25,13 @@ from typing import Any, Final, Protocol
 
 from pgml_engines import Engine, EngineConfig
 
-from pgml_proxy.errors import FeatureNotSupported, InvalidParameterValue, SqlSyntaxError
+from pgml_proxy.errors import (
+    AmbiguousFunction,
+    FeatureNotSupported,
+    InvalidParameterValue,
+    ProxyError,
+    SqlSyntaxError,
+)
 from pgml_proxy.functions.registry import CallContext, Registry, ResolvedCall
 from pgml_proxy.functions.signatures import UNKNOWN, Argument, Signature
 from pgml_proxy.session.answer import answer, shape
@@ -545,7 +552,8 @@ class Interceptor:
                 else self._source(call, position, calls, planned, declared, parse.query)
                 for position in range(len(call.args))
             ]
-            resolved = self._resolve(call, [self._source_type(src, planned) for src in sources])
+            types = [self._source_type(src, planned) for src in sources]
+            resolved = self._resolve_prepared(call, types, dependent if spliced else ())
             if dependent and not spliced and call.clause is Clause.RETURNING:
                 raise _not_materialized(call)
             fetch = (
@@ -821,6 +829,30 @@ class Interceptor:
             column = next((c for c in returns if c.name == src.field), None)
             return column.type.name if column is not None else UNKNOWN
         return src.param_type if src.param_type != "unknown" else UNKNOWN
+
+    def _resolve_prepared(self, call: CallSite, types: Sequence[str], spliced: Sequence[int]) -> ResolvedCall:
+        """A call resolved at Parse. A spliced call is resolved again when its rows are described, with its
+        columns' real types; here an untyped column (``image``, not ``ARRAY[…]`` or a cast) that leaves
+        several overloads fitting takes the first fitting overload's type, which only decides how the
+        statement's own parameters are typed."""
+        try:
+            return self._resolve(call, types)
+        except AmbiguousFunction:
+            untyped = [i for i in spliced if types[i] == UNKNOWN]
+            if not untyped:
+                raise
+            for signature in self.registry.signatures_of(call.name):
+                parameters = {p.name: p.type for p in signature.parameters}
+                guessed = list(types)
+                for i in untyped:
+                    name = call.args[i].name
+                    if name is not None:
+                        guessed[i] = parameters.get(name, UNKNOWN)
+                    elif i < len(signature.parameters):
+                        guessed[i] = signature.parameters[i].type
+                with contextlib.suppress(ProxyError):
+                    return self._resolve(call, guessed)
+            raise
 
     def _resolve(self, call: CallSite, types: Sequence[str]) -> ResolvedCall:
         return self.registry.resolve(
