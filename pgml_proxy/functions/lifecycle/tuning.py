@@ -38,7 +38,6 @@ from pgml_proxy.functions.lifecycle.catalog import (
 from pgml_proxy.functions.lifecycle.deploy import auto_deploy
 from pgml_proxy.functions.lifecycle.snapshots import (
     describe_snapshot,
-    latest_snapshot,
     reuse_snapshot,
     take_snapshot,
 )
@@ -169,7 +168,6 @@ async def _tune_one(context: CallContext, call: tuple[Any, ...]) -> tuple[str, s
         if relation is not None:
             snapshot, columns = await take_snapshot(catalog, arguments, project_task)
         else:
-            await latest_snapshot(catalog, project_id)  # the contract's error when there is none
             snapshot, columns = await reuse_snapshot(catalog, arguments, project_id)
         n_rows = len(columns[0].values) if columns else 0
         label_values = _rows(columns, {"label": labels[0]}, range(n_rows))["label"] if labels else None
