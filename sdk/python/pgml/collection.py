@@ -355,8 +355,14 @@ class Collection:
         if parallel == 1:
             for batch in batches:
                 await write(batch)
-        else:
-            await asyncio.gather(*(write(batch) for batch in batches))
+            return
+        tasks = [asyncio.ensure_future(write(batch)) for batch in batches]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # the first failure stops the batches not yet committed; committed ones stay (§4.7)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def get_documents(self, args: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         args = _arguments("get_documents", args, _GET_ARGS)

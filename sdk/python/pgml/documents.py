@@ -79,8 +79,17 @@ async def write_documents(
         " RETURNING id, source_uuid, document)"
         " SELECT w.id, p.document, w.document FROM written w LEFT JOIN previous p USING (source_uuid) ORDER BY w.id"
     ).format(documents=names.documents, stored=stored)
+    uuids = [item.source_uuid for item in batch]
+    # Batches in flight at once may share documents: each takes its rows' locks in one global order first, so
+    # two batches wait for each other instead of deadlocking; row ids still follow the input order.
+    await execute(
+        connection,
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(u::text, 0) AS k"
+        " FROM unnest(%s::uuid[]) AS u ORDER BY k) AS s",
+        (uuids,),
+    )
     params = (
-        [item.source_uuid for item in batch],
+        uuids,
         [Jsonb(item.document) for item in batch],
         [Jsonb(item.version) for item in batch],
     )

@@ -65,9 +65,7 @@ def _compact(value: Any) -> str:
         if not all(isinstance(key, str) for key in value):
             raise ValidationError(f"document object keys must be strings, got {sorted(map(repr, value))}")
         items = sorted(value.items())
-        return (
-            "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_compact(v)}" for k, v in items) + "}"
-        )
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_compact(v)}" for k, v in items) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(_compact(item) for item in value) + "]"
     raise ValidationError(f"documents hold JSON values only, got {type(value).__name__}")
