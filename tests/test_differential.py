@@ -185,7 +185,6 @@ SRF_IN_ARGUMENT = (
 SRF_IN_ARGUMENT_EXTENDED = (
     "not yet: a set-returning pgml call inside another call's argument, extended protocol"
 )
-RECORD_SRF = "not yet: a set-returning pgml call as a whole record (.* or a row-dependent record column)"
 TWO_ROW_CALLS = f"SELECT id, {emb('body')} IS NULL AS a, {emb('title')} IS NULL AS b FROM docs ORDER BY id"
 
 CORPUS: list[Case] = [
@@ -441,7 +440,27 @@ CORPUS: list[Case] = [
         "row-chunk-composite-in-subquery",
         f"SELECT id, (c).chunk_index, (c).chunk FROM (SELECT id, {chunk('character', 'body', CH)} AS c FROM docs) s "
         "ORDER BY id, (c).chunk_index",
-        xfail=RECORD_SRF,
+    ),
+    Case(
+        "row-chunk-composite-in-cte",
+        f"WITH s AS (SELECT id, {chunk('character', 'body', CH)} AS c FROM docs) "
+        "SELECT id, (c).chunk_index, (c).chunk FROM s ORDER BY id, (c).chunk_index",
+    ),
+    Case(
+        "row-chunk-composite-unaliased-in-subquery",
+        f"SELECT id, (chunk).chunk FROM (SELECT id, {chunk('character', 'body', CH)} FROM docs) s "
+        "ORDER BY id, (chunk).chunk_index",
+    ),
+    Case(
+        "cte-argument-from-an-earlier-cte",
+        f"WITH m AS (SELECT {M}::text AS model), s AS (SELECT id, pgml.embed((SELECT model FROM m), body) AS e "
+        "FROM docs) SELECT id, e FROM s ORDER BY id",
+    ),
+    Case(
+        "cte-query-embedding-from-an-earlier-cte",
+        f"WITH m AS (SELECT {M}::text AS model), qv AS (SELECT pgml.embed(transformer => (SELECT model FROM m), "
+        f"text => {q('space travel')}) AS v) "
+        "SELECT d.id FROM doc_vec d ORDER BY d.emb <=> (SELECT v FROM qv)::vector(384), d.id LIMIT 3",
     ),
     Case(
         "row-chunk-star-expansion",

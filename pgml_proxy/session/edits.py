@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pglast import parser
+
 from pgml_proxy.errors import FeatureNotSupported
 from pgml_proxy.session.splice import SplicedCall
 from pgml_proxy.sql import literals
-from pgml_proxy.sql.model import CallSite, Clause, QueryLevel, Span
+from pgml_proxy.sql.model import CallSite, Clause, CommonTable, QueryLevel, Span
 from pgml_proxy.sql.text import splice
 
 
@@ -35,10 +37,11 @@ def _has_rows(level: QueryLevel) -> bool:
 
 
 def rows_level(call: CallSite) -> QueryLevel | None:
-    """The nearest query level, from the call's own outwards, that has rows."""
+    """The nearest query level, from the call's own outwards, whose rows the call can read."""
     level = call.level
     while level is not None and not _has_rows(level):
-        level = level.parent
+        # A WITH query cannot read the rows of the level that holds the WITH, only of those around it.
+        level = level.parent.parent if level.in_with and level.parent is not None else level.parent
     return level
 
 
@@ -156,7 +159,57 @@ def fetch_query(
         where = level.where
     if not items:
         raise FeatureNotSupported(f"pgml.{call.name}: cannot tell which rows its arguments come from")
-    prefix = f"{level.with_clause.text(sql)} " if level.with_clause else ""
     condition = f" WHERE {where.text(sql)}" if where is not None else ""
     columns = f"{key}, {types}" if types else key
-    return f"{prefix}SELECT DISTINCT {columns} FROM {', '.join(items)}{condition}"
+    body = f"SELECT DISTINCT {columns} FROM {', '.join(items)}{condition}"
+    return visible_with(sql, call, calls, done, body) + body
+
+
+def visible_with(sql: str, call: CallSite, calls: Sequence[CallSite], done: dict[int, str], body: str) -> str:
+    """The ``WITH`` that ``body`` (SQL the proxy runs on its own to read the call's arguments) needs: the WITH
+    queries visible at the call that it names, and those these name in turn. Visible are the call's own
+    level's and every enclosing level's, up to the call (a call in a WITH query reads its earlier siblings,
+    as the PostgresML SDK's chunking and query embeddings do); of one name the innermost wins. A
+    data-modifying one would run a second time: reading it is not supported."""
+    visible: dict[str, tuple[CommonTable, bool]] = {}
+    level = call.level
+    while level is not None:
+        for cte in level.ctes:
+            if cte.span.end <= call.span.start:  # not a later sibling, nor the query holding the call
+                visible.setdefault(cte.name, (cte, level.recursive))
+        level = level.parent
+    if not visible:
+        return ""
+    needed: dict[str, tuple[CommonTable, bool]] = {}
+    pending = _names(body, visible)
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed[name] = visible[name]
+        cte = visible[name][0]
+        if cte.modifying:
+            raise FeatureNotSupported(
+                f"pgml.{call.name} with arguments read from the data-modifying WITH query "
+                f'"{cte.name}" is not supported',
+                hint="Write the rows in a statement of their own, then call the function over them.",
+            )
+        pending |= _names(cte.span.text(sql), visible)
+    if not needed:
+        return ""
+    ordered = sorted(needed.values(), key=lambda item: item[0].span.start)
+    texts = ", ".join(with_replacements(sql, cte.span, calls, done) for cte, _ in ordered)
+    return f"WITH {'RECURSIVE ' if any(r for _, r in ordered) else ''}{texts} "
+
+
+def _names(text: str, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are identifier (or non-reserved keyword) tokens of ``text``, as Postgres folds them."""
+    wanted = set(names)
+    found: set[str] = set()
+    for token in parser.scan(text):
+        if token.name == "IDENT" or token.kind in ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD"):
+            word = text[token.start : token.end + 1]
+            folded = word[1:-1].replace('""', '"') if word.startswith('"') else word.lower()
+            if folded in wanted:
+                found.add(folded)
+    return found

@@ -42,14 +42,20 @@ from pgml_proxy.session.edits import (
     key_of,
     row_dependent,
     splice_edits,
+    visible_with,
     with_replacements,
 )
 from pgml_proxy.session.replacements import (
     LiteralSlots,
     ParameterSlots,
     call_sql,
+    from_item_edit,
     lookup_sql,
     lookup_value,
+    rows_alias,
+    rows_call_item,
+    rows_from_item,
+    rows_lookup_item,
     slot_texts,
 )
 from pgml_proxy.session.side_query import SideQueryResult
@@ -333,6 +339,7 @@ class Interceptor:
                 )
         done: dict[int, str] = {}  # call index -> SQL text that replaces the call
         computed: dict[int, tuple[Signature, Any]] = {}  # folded calls' results
+        from_items: dict[int, str] = {}  # call index -> the FROM item its whole rows come from
         edits: list[tuple[int, int, str]] = []
         appended: list[tuple[int, int, str]] = []  # hidden columns: after anything else at the list's end
         # Calls in FROM first: a row-dependent call elsewhere reads its rows through that FROM clause.
@@ -341,10 +348,15 @@ class Interceptor:
             call = calls[index]
             texts = [with_replacements(sql, a.span, calls, done) for a in call.args]
             if not row_dependent(call):
+                scope = visible_with(sql, call, calls, done, " ".join(texts))
                 signature, result, done[index] = await self._fold(
-                    call, texts, channel, _sets_of(index, calls, computed)
+                    call, texts, channel, _sets_of(index, calls, computed), scope
                 )
                 computed[index] = (signature, result)
+                if rows_from_item(call, signature, calls):
+                    done[index] = rows_alias(index)
+                    slots = LiteralSlots(slot_texts(call, signature, result))
+                    from_items[index] = rows_call_item(signature, slots, done[index])
             elif spliced is not None and self._spliceable(call):
                 planned, placeholder, hidden = await self._splice(sql, call, texts, len(spliced), channel)
                 spliced.append(planned)
@@ -353,10 +365,17 @@ class Interceptor:
             else:
                 if snapshot:
                     await channel.own_snapshot()  # the argument read and the statement see the same rows
-                done[index] = await self._materialize(sql, call, calls, done, texts, channel)
+                signature, mapping, key = await self._materialize(sql, call, calls, done, texts, channel)
+                if rows_from_item(call, signature, calls):
+                    done[index] = rows_alias(index)
+                    from_items[index] = rows_lookup_item(call, signature, mapping, key, done[index])
+                else:
+                    done[index] = lookup_sql(call, signature, mapping, key)
         for index, call in enumerate(calls):
             if call.parent is None and index in done:  # nested calls are inside a call that is replaced whole
                 edits += call_edits(call, done[index])
+        # After the calls' own edits: where both insert at one place, a column's alias precedes a FROM.
+        edits += [from_item_edit(calls[index], item) for index, item in from_items.items()]
         return edits + appended
 
     def _spliceable(self, call: CallSite) -> bool:
@@ -436,7 +455,12 @@ class Interceptor:
         return Rewritten(splice(sql, edits))
 
     async def _compute(
-        self, call: CallSite, texts: list[str], channel: SideChannel, sets: Mapping[int, _Set] | None = None
+        self,
+        call: CallSite,
+        texts: list[str],
+        channel: SideChannel,
+        sets: Mapping[int, _Set] | None = None,
+        scope: str = "",
     ) -> tuple[Signature, Any]:
         """A call with constant arguments, evaluated once.
 
@@ -445,7 +469,7 @@ class Interceptor:
         """
         sets = sets or {}
         fixed = [i for i in range(len(call.args)) if i not in sets]
-        evaluated = dict(zip(fixed, await self._evaluate(call, texts, fixed, channel), strict=True))
+        evaluated = dict(zip(fixed, await self._evaluate(call, texts, fixed, channel, scope), strict=True))
         types = [sets[i].type if i in sets else evaluated[i].type for i in range(len(call.args))]
         resolved = self._resolve(call, types)
         engine = await self.engine()
@@ -467,10 +491,16 @@ class Interceptor:
         return dataclasses.replace(resolved.signature, set_returning=True), results
 
     async def _fold(
-        self, call: CallSite, texts: list[str], channel: SideChannel, sets: Mapping[int, _Set] | None = None
+        self,
+        call: CallSite,
+        texts: list[str],
+        channel: SideChannel,
+        sets: Mapping[int, _Set] | None = None,
+        scope: str = "",
     ) -> tuple[Signature, Any, str]:
-        """Constant arguments: one evaluation, its value in place of the call."""
-        signature, result = await self._compute(call, texts, channel, sets)
+        """Constant arguments: one evaluation, its value in place of the call (``scope``: the WITH queries
+        the arguments read)."""
+        signature, result = await self._compute(call, texts, channel, sets, scope)
         return signature, result, call_sql(call, signature, LiteralSlots(slot_texts(call, signature, result)))
 
     async def _materialize(
@@ -481,12 +511,13 @@ class Interceptor:
         done: dict[int, str],
         texts: list[str],
         channel: SideChannel,
-    ) -> str:
+    ) -> tuple[Signature, str, str]:
         """Row-dependent arguments: compute every distinct argument tuple, then look results up per row.
 
         The distinct tuples come from the call's own query level (its FROM and, where it holds no pgml
         call, its WHERE); results travel back inside the statement as one jsonb object keyed by the
-        argument tuple's jsonb text, which Postgres looks up per row with a binary search.
+        argument tuple's jsonb text, which Postgres looks up per row with a binary search. Returns the
+        overload, the SQL of that object and the SQL of a row's key (for :func:`lookup_sql`).
         """
         level = call.level
         if level is None or call.clause is Clause.RETURNING:
@@ -521,7 +552,7 @@ class Interceptor:
         results = await self.registry.call(context, resolved, argument_rows) if keys else []
         signature = resolved.signature
         mapping = {k: lookup_value(signature, r) for k, r in zip(keys, results, strict=True)}
-        return lookup_sql(call, signature, literals.typed(json.dumps(mapping), "jsonb"), key)
+        return signature, literals.typed(json.dumps(mapping), "jsonb"), key
 
     def prepare(self, parse: Parse) -> PreparedPgml | None:
         """Plan a Parse that mentions pgml; None when it calls nothing the proxy implements."""
@@ -574,11 +605,15 @@ class Interceptor:
                     "only with constant arguments and a scalar result",
                     hint="Send the statement with the simple query protocol.",
                 )
+            scope = self._scope(parse.query, call, calls, [s.expression for s in sources if s.expression])
             planned.append(
-                _PlannedCall(index, call, resolved, tuple(sources), fetch, dependent, splice_call, over_set)
+                _PlannedCall(
+                    index, call, resolved, tuple(sources), fetch, dependent, splice_call, over_set, scope
+                )
             )
         slots = ParameterSlots(client_params + 1)
         edits: list[tuple[int, int, str]] = []
+        from_items: list[tuple[int, int, str]] = []  # FROM items of whole rows (after the calls' own edits)
         appended: list[tuple[int, int, str]] = []
         slotted: list[int] = []
         nested: dict[int, str] = {}  # constant calls inside a spliced call's hidden columns: their SQL
@@ -596,7 +631,15 @@ class Interceptor:
                 appended.append(hidden)
                 continue
             slotted.append(plan.index)
-            if plan.fetch is None:
+            if rows_from_item(call, plan.signature, calls):
+                replacement = rows_alias(plan.index)
+                if plan.fetch is None:
+                    item = rows_call_item(plan.signature, slots, replacement)
+                else:
+                    key = argument_key(call, plan.dependent, parse.query)
+                    item = rows_lookup_item(call, plan.signature, slots.value("jsonb"), key, replacement)
+                from_items.append(from_item_edit(call, item))
+            elif plan.fetch is None:
                 replacement = call_sql(call, plan.signature, slots)
             else:
                 replacement = lookup_sql(
@@ -606,7 +649,7 @@ class Interceptor:
                     argument_key(call, plan.dependent, parse.query),
                 )
             edits += call_edits(call, replacement)
-        query = splice(parse.query, edits + appended)
+        query = splice(parse.query, edits + from_items + appended)
         remaining = parameter_numbers(query)
         types = [declared[i] if i < len(declared) else 0 for i in range(client_params)]
         for param, type_name in forced.items():
@@ -630,6 +673,7 @@ class Interceptor:
                 p.dependent,
                 p.splice,
                 p.over_set,
+                p.scope,
             )
             for p in planned
         )
@@ -733,10 +777,23 @@ class Interceptor:
                 + ", ".join(f"to_jsonb(({plan.sources[i].expression}))" for i in expressions)
                 + ")::text"
             )
-            fetched = await channel.side_query(f"SELECT {evaluated}", bind, prepared.parse.param_types)
+            fetched = await channel.side_query(
+                f"{plan.scope}SELECT {evaluated}", bind, prepared.parse.param_types
+            )
             for i, value in zip(expressions, json.loads(fetched.rows[0][0]), strict=True):
                 values[i] = value
         return values
+
+    def _scope(self, sql: str, call: CallSite, calls: Sequence[CallSite], expressions: list[str]) -> str:
+        """The WITH queries a prepared call's expression arguments read, evaluated with them at Bind."""
+        scope = visible_with(sql, call, calls, {}, " ".join(expressions)) if expressions else ""
+        if mentions_pgml(scope.encode()) and any(s.calls for s in self._analyze(f"{scope}SELECT 1")):
+            raise FeatureNotSupported(
+                f"pgml.{call.name}: an argument reads a WITH query that calls pgml functions, which is not "
+                "supported under the extended query protocol yet",
+                hint="Send the statement with the simple query protocol.",
+            )
+        return scope
 
     def _fetch_for_bind(
         self, sql: str, call: CallSite, calls: Sequence[CallSite], dependent: tuple[int, ...]
@@ -748,7 +805,8 @@ class Interceptor:
                 hint="Send the statement with the simple query protocol.",
             )
         fetch = fetch_query(sql, call, calls, {}, argument_key(call, dependent, sql), "")
-        if mentions_pgml(fetch.encode()):
+        # Calls, not mentions: the rows may well come from a table in schema pgml (pgml.splitters).
+        if mentions_pgml(fetch.encode()) and any(s.calls for s in self._analyze(fetch)):
             raise FeatureNotSupported(
                 f"pgml.{call.name}: its rows come from another pgml call, which is not supported under the "
                 "extended query protocol yet",
@@ -860,9 +918,15 @@ class Interceptor:
         )
 
     async def _evaluate(
-        self, call: CallSite, texts: list[str], positions: Iterable[int], channel: SideChannel
+        self,
+        call: CallSite,
+        texts: list[str],
+        positions: Iterable[int],
+        channel: SideChannel,
+        scope: str = "",
     ) -> list[_Value]:
-        """Constant argument values: plain literals locally, everything else by one SELECT on the session."""
+        """Constant argument values: plain literals locally, everything else by one SELECT on the session
+        (after ``scope``, the WITH queries they read)."""
         positions = list(positions)
         values: dict[int, _Value | None] = {i: _local_value(call.args[i].literal) for i in positions}
         remote = [i for i in positions if values[i] is None]
@@ -870,7 +934,7 @@ class Interceptor:
             columns = ", ".join(
                 f"pg_typeof(({texts[i]}))::text, to_jsonb(({texts[i]}))::text" for i in remote
             )
-            row = (await channel.side_query(f"SELECT {columns}")).rows[0]
+            row = (await channel.side_query(f"{scope}SELECT {columns}")).rows[0]
             for n, position in enumerate(remote):
                 type_name, value = row[2 * n], row[2 * n + 1]
                 values[position] = _Value(type_name or UNKNOWN, None if value is None else json.loads(value))
@@ -966,6 +1030,7 @@ class _PlannedCall:
     dependent: tuple[int, ...] = ()  # row-dependent: the argument positions that vary per row
     splice: SplicedCall | None = None  # spliced: computed from the portal's rows
     over_set: int | None = None  # the argument that is a set-returning call's values: one result each
+    scope: str = ""  # the WITH its expression arguments read (``WITH … ``), or ""
 
     @property
     def signature(self) -> Signature:

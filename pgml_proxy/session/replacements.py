@@ -8,8 +8,8 @@ becomes a lookup of its row's result in a jsonb object.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Final, Protocol
 
 from pgml_proxy.errors import FeatureNotSupported
 from pgml_proxy.functions.signatures import Column, Signature
@@ -181,16 +181,21 @@ ARGUMENTS_CHANGED = "pgml-proxy: arguments changed since they were read, in "
 """What a failed lookup's error says: :mod:`upstream_side` turns that error into a retryable 40001."""
 
 
-def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> str:
-    """The expression that finds this row's result in ``mapping`` (SQL for the jsonb object of results
-    keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly
-    (SQLSTATE 40001, naming them) instead of reading NULL."""
+def _found(call: CallSite, mapping: str, key: str) -> str:
+    """This row's result in ``mapping``, or a failing cast naming the arguments when it has none."""
     # No COALESCE or CASE, where a set-returning argument (a nested pgml.chunk) is not allowed: a missing
     # result makes the index of a one-element array the failing cast of the marker text.
     result = f"({mapping}) -> ({key})"
     missing = f"(({result}) IS NULL)::int * {_MARKER_ROOM}"
     check = f"(substr(E'{ARGUMENTS_CHANGED}pgml.{call.name}: ' || ({key}), 1, {missing}) || '0')::int"
-    found = f"(jsonb_build_array({result}) -> {check})"
+    return f"(jsonb_build_array({result}) -> {check})"
+
+
+def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> str:
+    """The expression that finds this row's result in ``mapping`` (SQL for the jsonb object of results
+    keyed by argument tuple); a row whose arguments changed since they were fetched fails loudly
+    (SQLSTATE 40001, naming them) instead of reading NULL."""
+    found = _found(call, mapping, key)
     returns = signature.returns
     lateral = "" if call.lateral else "LATERAL "
     alias = "" if call.from_alias else f" AS {literals.identifier(call.name)}"
@@ -227,3 +232,75 @@ def lookup_sql(call: CallSite, signature: Signature, mapping: str, key: str) -> 
     return (
         f"(unnest(ARRAY(SELECT ROW({names}) FROM jsonb_to_recordset({found}) AS pgml_rows({definitions}))))"
     )
+
+
+# -- whole rows of a nested select list, from a FROM item ----------------------------------------------
+
+ROWS_ALIAS_PREFIX: Final = "pgml_proxy_rows_"
+
+
+def rows_from_item(call: CallSite, signature: Signature, calls: Sequence[CallSite]) -> bool:
+    """Whether a call's whole-row result comes from a function added to its level's FROM list, the column
+    naming that item, rather than from a select-list ``unnest`` of anonymous records.
+
+    Postgres resolves ``(column).field`` at an outer level (``WITH new AS (SELECT pgml.chunk(…) AS c …)
+    SELECT (c).chunk_index FROM new``, as the PostgresML SDK writes it) only when the column's record type
+    is known while parsing: a FROM item's column list is, an anonymous record is not ("record type has not
+    been registered"). Only a nested level needs it (a top-level column goes to the client as it is), and
+    only where a lateral function scan means what the select-list function meant: one set-returning pgml
+    call as a whole column, no grouping or aggregate around it.
+    """
+    level = call.level
+    return (
+        signature.set_returning
+        and isinstance(signature.returns, tuple)
+        and call.in_subquery
+        and call.clause is Clause.TARGET
+        and call.target_index is not None
+        and call.parent is None
+        and call.field is None
+        and not call.star
+        and not call.in_aggregate
+        and not any(a.aggregate for a in call.args)
+        and level is not None
+        and level.kind == "select"
+        and level.group_by is None
+        and (level.from_clause is not None or level.targets_end is not None)
+        and not any(
+            other is not call
+            and other.level is level
+            and other.clause is Clause.TARGET
+            and other.set_returning
+            for other in calls
+        )
+    )
+
+
+def rows_alias(index: int) -> str:
+    """The FROM item's name for the call at ``index`` of its statement (what the select list refers to)."""
+    return literals.identifier(f"{ROWS_ALIAS_PREFIX}{index}")
+
+
+def rows_call_item(signature: Signature, slots: Slots, alias: str) -> str:
+    """The FROM item of a folded call's rows: its columns' arrays (the slots of :func:`slot_texts`)."""
+    assert isinstance(signature.returns, tuple)
+    arrays = ", ".join(slots.value(f"{c.type.name}[]") for c in signature.returns)
+    names = ", ".join(literals.identifier(c.name) for c in signature.returns)
+    return f"unnest({arrays}) AS {alias}({names})"
+
+
+def rows_lookup_item(call: CallSite, signature: Signature, mapping: str, key: str, alias: str) -> str:
+    """The FROM item of a materialized call's rows: this row's result in ``mapping`` (as :func:`lookup_sql`)."""
+    assert isinstance(signature.returns, tuple)
+    definitions = ", ".join(f"{literals.identifier(c.name)} {c.type.name}" for c in signature.returns)
+    return f"LATERAL jsonb_to_recordset({_found(call, mapping, key)}) AS {alias}({definitions})"
+
+
+def from_item_edit(call: CallSite, item: str) -> tuple[int, int, str]:
+    """``item`` appended to the FROM list of the call's level (a FROM clause of its own where it has none)."""
+    level = call.level
+    assert level is not None
+    if level.from_clause is not None:
+        return level.from_clause.end, level.from_clause.end, f", {item}"
+    assert level.targets_end is not None
+    return level.targets_end, level.targets_end, f" FROM {item}"

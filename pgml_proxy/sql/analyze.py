@@ -24,6 +24,7 @@ from pgml_proxy.sql.model import (
     Argument,
     CallSite,
     Clause,
+    CommonTable,
     LevelKind,
     Literal,
     LiteralValue,
@@ -1087,8 +1088,10 @@ class _Statement:
         layout = self._layout(level)
         toks = self.toks
         kind = level.kind
+        owner_with = getattr(level.parent.node, "withClause", None) if level.parent is not None else None
+        in_with = owner_with is not None and any(cte.ctequery is level.node for cte in owner_with.ctes or ())
         if layout is None:
-            level.frozen = QueryLevel(kind=kind, span=None, parent=parent)
+            level.frozen = QueryLevel(kind=kind, span=None, in_with=in_with, parent=parent)
             return level.frozen
 
         def span(rng: tuple[int, int] | None) -> Span | None:
@@ -1112,6 +1115,7 @@ class _Statement:
         with_span = None
         if layout.span[0] != layout.keyword:
             with_span = Span(toks[layout.span[0]].start, toks[layout.keyword - 1].end)
+        with_node = getattr(level.node, "withClause", None)
         columns = layout.targets if kind == "select" else layout.returning
         level.frozen = QueryLevel(
             kind=kind,
@@ -1123,11 +1127,32 @@ class _Statement:
             where_has_call=where_has_call,
             group_by=span(c.get("GROUP_P")),
             with_clause=with_span,
+            ctes=self._ctes(with_node, layout.keyword) if with_span is not None else (),
+            recursive=bool(with_node is not None and with_node.recursive),
             join_condition=span(c.get("ON")) if kind == "merge" else None,
             targets_end=toks[columns[-1][1] - 1].end if columns else None,
+            in_with=in_with,
             parent=parent,
         )
         return level.frozen
+
+    def _ctes(self, with_clause: ast.WithClause | None, keyword: int) -> tuple[CommonTable, ...]:
+        """The WITH list's queries, each from its name to the token before the next one's comma (or the
+        level's main keyword): commas inside a SEARCH or CYCLE clause do not split it."""
+        toks = self.toks
+        ctes = (with_clause.ctes if with_clause is not None else None) or ()
+        starts = [toks.exact(cte.location) for cte in ctes]
+        if not ctes or any(start is None for start in starts):
+            return ()
+        bounds = [*(start for start in starts if start is not None), keyword + 1]
+        return tuple(
+            CommonTable(
+                cte.ctename,
+                Span(toks[start].start, toks[following - 2].end),
+                modifying=not isinstance(cte.ctequery, ast.SelectStmt),
+            )
+            for cte, (start, following) in zip(ctes, pairwise(bounds), strict=True)
+        )
 
     def _sources(self, lo: int, hi: int) -> list[Source]:
         toks = self.toks

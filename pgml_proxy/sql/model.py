@@ -131,6 +131,17 @@ class Source:
     has_call: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CommonTable:
+    """One query of a level's ``WITH`` list."""
+
+    name: str
+    #: ``name [(columns)] AS [[NOT] MATERIALIZED] (query)``, without the separating comma.
+    span: Span
+    #: Its query is an INSERT, UPDATE, DELETE or MERGE: it runs whenever its statement runs.
+    modifying: bool = False
+
+
 LevelKind = Lit["select", "values", "setop", "insert", "update", "delete", "merge"]
 
 
@@ -158,10 +169,16 @@ class QueryLevel:
     group_by: Span | None = None
     #: This level's own ``WITH …`` text (up to the main keyword), which its FROM may refer to.
     with_clause: Span | None = None
+    #: The queries of that ``WITH``, in order, and whether it says RECURSIVE.
+    ctes: tuple[CommonTable, ...] = ()
+    recursive: bool = False
     #: MERGE's ON condition.
     join_condition: Span | None = None
     #: Where the select list (or INSERT/UPDATE/DELETE's RETURNING list) ends, for columns appended to it.
     targets_end: int | None = None
+    #: The level is the query of one of its parent's WITH queries (it may read the parent's earlier WITH
+    #: queries, never the parent's rows).
+    in_with: bool = False
     #: The enclosing level (correlated subquery, LATERAL subquery, CTE body …); None at the top.
     parent: QueryLevel | None = field(default=None, repr=False)
 
