@@ -208,7 +208,7 @@ def _engine_config(settings: Settings) -> EngineConfig:
         return _build_engine_config(settings)
     except ValueError as exc:
         raise ValueError(
-            f"invalid engine setting: {exc} (see --batch-max-size, --batch-max-wait-ms, --models-memory-budget-mb, --generation-max-concurrent)"
+            f"invalid engine setting: {exc} (see --batch-max-size, --batch-max-wait-ms, --models-memory-budget-mb, --models-aliases, --generation-max-concurrent)"
         ) from exc
 
 
@@ -222,12 +222,24 @@ def _build_engine_config(settings: Settings) -> EngineConfig:
         max_batch_wait_s=settings.batch_max_wait_ms / 1000,
         trust_remote_code_models=_names(settings.models_trust_remote_code),
         allowed_models=_names(settings.models_allowed) or None,
+        aliases=_aliases(settings.models_aliases),
         max_concurrent_generations=settings.generation_max_concurrent,
     )
 
 
 def _names(listed: str) -> frozenset[str]:
     return frozenset(name.strip() for name in listed.split(",") if name.strip())
+
+
+def _aliases(listed: str) -> dict[str, str]:
+    """``NAME=MODEL,…`` as a mapping; a pair without both sides is a configuration error."""
+    aliases: dict[str, str] = {}
+    for pair in filter(None, (item.strip() for item in listed.split(","))):
+        name, _, target = (part.strip() for part in pair.partition("="))
+        if not name or not target:
+            raise ValueError(f"models_aliases: expected NAME=MODEL, got {pair!r}")
+        aliases[name] = target
+    return aliases
 
 
 async def serve(settings: Settings) -> int:

@@ -59,6 +59,7 @@ class Settings:
     models_memory_budget_mb: int = 8192
     models_trust_remote_code: str = ""
     models_allowed: str = ""
+    models_aliases: str = ""
     batch_max_size: int = 64
     batch_max_wait_ms: float = 2.0
     generation_max_concurrent: int = 4
@@ -154,6 +155,14 @@ OPTIONS: Final = (
         metavar="NAMES",
     ),
     Option(
+        "models_aliases",
+        str,
+        "other names for models, NAME=MODEL comma-separated (e.g. meta-llama/Meta-Llama-3-8B-Instruct=smollm2); "
+        "in TOML also a table",
+        group="models",
+        metavar="ALIASES",
+    ),
+    Option(
         "batch_max_size",
         int,
         "texts one model call takes at most, from all sessions together (default 64)",
@@ -221,6 +230,8 @@ def _convert(option: Option, value: Any) -> Any:
         return value.lower() in ("1", "true", "yes", "on")
     if option.type is str and isinstance(value, list):  # a TOML list of names
         return ",".join(str(item) for item in value)
+    if option.type is str and isinstance(value, dict):  # a TOML table of NAME = "MODEL"
+        return ",".join(f"{name}={target}" for name, target in value.items())
     try:
         return option.type(value)
     except (TypeError, ValueError) as exc:

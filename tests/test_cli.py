@@ -133,3 +133,19 @@ def test_without_upstream_it_runs_an_embedded_postgres(tmp_path):
     finally:
         assert proxy.stop(signal.SIGINT) == 0
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()  # stopped with the proxy
+
+
+def test_model_aliases_from_flags_env_and_a_toml_table(tmp_path):
+    from pgml_proxy.cli import _engine_config
+
+    config = tmp_path / "proxy.toml"
+    config.write_text('[models.aliases]\n"meta-llama/Meta-Llama-3-8B-Instruct" = "smollm2"\nembedder = "minilm"\n')
+    from_file = _engine_config(load_settings({"config": config}, {}))
+    assert dict(from_file.aliases) == {"meta-llama/Meta-Llama-3-8B-Instruct": "smollm2", "embedder": "minilm"}
+    from_env = load_settings({"config": config}, {"PGML_PROXY_MODELS__ALIASES": "a=b, c = d"})
+    assert dict(_engine_config(from_env).aliases) == {"a": "b", "c": "d"}
+    assert dict(_engine_config(load_settings({"models_aliases": "x=y"}, {})).aliases) == {"x": "y"}
+    assert dict(_engine_config(load_settings({}, {})).aliases) == {}
+    for bad in ("lonely", "=target", "name="):
+        with pytest.raises(ValueError, match="expected NAME=MODEL"):
+            _engine_config(load_settings({"models_aliases": bad}, {}))
