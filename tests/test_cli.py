@@ -139,7 +139,9 @@ def test_model_aliases_from_flags_env_and_a_toml_table(tmp_path):
     from pgml_proxy.cli import _engine_config
 
     config = tmp_path / "proxy.toml"
-    config.write_text('[models.aliases]\n"meta-llama/Meta-Llama-3-8B-Instruct" = "smollm2"\nembedder = "minilm"\n')
+    config.write_text(
+        '[models.aliases]\n"meta-llama/Meta-Llama-3-8B-Instruct" = "smollm2"\nembedder = "minilm"\n'
+    )
     from_file = _engine_config(load_settings({"config": config}, {}))
     assert dict(from_file.aliases) == {"meta-llama/Meta-Llama-3-8B-Instruct": "smollm2", "embedder": "minilm"}
     from_env = load_settings({"config": config}, {"PGML_PROXY_MODELS__ALIASES": "a=b, c = d"})
