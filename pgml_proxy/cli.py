@@ -8,33 +8,46 @@ import dataclasses
 import gc
 import getpass
 import logging
+import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 import uvloop
-from pgml_engines import EngineConfig, EngineError
+from pgml_engines import EngineError
 from pgml_engines.finetune import DEFAULT_BASE as FINETUNE_BASE
 from pgml_engines.finetune import TASKS as FINETUNE_TASKS
 from pgml_engines.finetune import finetune
 from pgml_engines.importing import find_packaged_gguf, import_gguf
 from pgml_engines.resolve import ModelResolver
 
-from pgml_proxy import __version__
-from pgml_proxy.config import ENV_PREFIX, OPTIONS, Settings, add_arguments, load_settings
+from pgml_proxy import __version__, progress
+from pgml_proxy.config import (
+    ENV_PREFIX,
+    OPTIONS,
+    Settings,
+    add_arguments,
+    check_file,
+    engine_config,
+    load_settings,
+    preload_list,
+    validate,
+)
 from pgml_proxy.embedded import SUPERUSER, EmbeddedPostgres, EmbeddedPostgresError
 from pgml_proxy.functions.builtin import BUILTIN
 from pgml_proxy.logs import configure
+from pgml_proxy.metrics_http import start_metrics
 from pgml_proxy.server import ProxyServer
 from pgml_proxy.session.interceptor import Interceptor
 from pgml_proxy.upstream import UpstreamTarget
 
 log = logging.getLogger("pgml_proxy")
 
-SUBCOMMANDS = ("serve", "models")
+SUBCOMMANDS = ("serve", "models", "config")
 PACKAGE_PREFIX = "package:"
 """Where ``models`` commands save when no models directory is configured: beside the embedded PostgreSQL."""
 EMBEDDED_EXTRA_CONNECTIONS = 20
@@ -55,12 +68,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="accept clients and relay them to the upstream (the default)")
     add_arguments(serve)
     _add_models_commands(commands)
+    config = commands.add_parser("config", help="check a settings file")
+    config_actions = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    checker = config_actions.add_parser(
+        "check",
+        help="validate a TOML settings file: unknown keys, wrong types, bad values and paths",
+        description="Report every problem of FILE, one per line, and exit 1 if there is any; nothing is started. "
+        f"{ENV_PREFIX}* variables are left out unless --with-env is given.",
+    )
+    checker.add_argument("file", type=Path, metavar="FILE")
+    checker.add_argument(
+        "--with-env", action="store_true", help=f"apply {ENV_PREFIX}* variables on top of FILE"
+    )
     return parser
 
 
 def _add_models_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    models = commands.add_parser("models", help="prepare local models for serving (import, fine-tune)")
+    models = commands.add_parser("models", help="list, import, fine-tune and preload models")
     actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    lister = actions.add_parser(
+        "list",
+        help="list the models SQL can use without a network",
+        description="Every model the proxy finds offline, in the order names are resolved: configured aliases, "
+        "folders in the models directory, models shipped in installed packages, the Hugging Face cache.",
+    )
+    _add_settings_arguments(lister)
+    preloader = actions.add_parser(
+        "preload",
+        help="load models once to check they work (and fetch them, when downloads are allowed)",
+        description="Load each MODEL (default: the configured models_preload list) as the proxy would, on its "
+        "configured device, and report its size and load time; with --models-allow-downloads, models missing "
+        "locally are downloaded into the Hugging Face cache first (with progress bars), so a server can later run "
+        "offline. Exits 1 if any model fails.",
+    )
+    preloader.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="NAME or TASK:NAME, as in models_preload (see --models-preload)",
+    )
+    _add_settings_arguments(preloader, "models_allow_downloads", "models_preload")
     importer = actions.add_parser(
         "import",
         help="convert a GGUF model into a model folder served by name",
@@ -98,16 +145,13 @@ def _add_models_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 def _add_model_target_arguments(parser: argparse.ArgumentParser) -> None:
     """--name, and --models-dir/--config exactly as `serve` reads them, so the two agree on the directory."""
     parser.add_argument("--name", required=True, help="the model's folder name, i.e. its name in SQL")
-    parser.add_argument(
-        "--config", type=Path, metavar="FILE", help=f"TOML settings file (env {ENV_PREFIX}CONFIG)"
-    )
-    option = next(option for option in OPTIONS if option.name == "models_dir")
-    parser.add_argument(
-        option.flag,
-        type=option.type,
-        metavar=option.metavar,
-        help=f"{option.help} [env {option.env}]",
-    )
+    _add_settings_arguments(parser)
+
+
+def _add_settings_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
+    """--config, --models-dir and the options ``names``, as `serve` reads them (flag, environment, file)."""
+    wanted = ("models_dir", "models_aliases", "models_devices", *names)
+    add_arguments(parser, [option for option in OPTIONS if option.name in wanted])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,12 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = parser.parse_args(args)
     if namespace.command == "models":
         return _models(parser, namespace)
+    if namespace.command == "config":
+        return _check_config(namespace.file, with_env=namespace.with_env)
     try:
         settings = load_settings(vars(namespace))
-        configure(settings.log_level)
-        settings.listen_address  # noqa: B018 - validate before starting anything
     except ValueError as exc:
         parser.error(str(exc))
+    problems = validate(settings)  # before starting anything
+    if problems:
+        parser.error("; ".join(problems))
+    configure(settings.log_level, settings.log_format)
     try:
         return uvloop.run(serve(settings))
     except (EmbeddedPostgresError, OSError, ValueError, ssl.SSLError) as exc:
@@ -131,9 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _check_config(path: Path, *, with_env: bool) -> int:
+    problems = check_file(path, os.environ if with_env else {})
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{path}: ok", file=sys.stderr)
+    return 0
+
+
 def _models(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> int:
     try:
         settings = load_settings(vars(namespace))
+        if namespace.models_command == "list":
+            return _list_models(settings)
+        if namespace.models_command == "preload":
+            return _preload_models(settings, namespace.models)
         name = _model_name(namespace.name)
     except ValueError as exc:
         parser.error(str(exc))
@@ -155,6 +217,51 @@ def _models(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> i
     return 0
 
 
+def _list_models(settings: Settings) -> int:
+    rows = [
+        (model.name, model.source, model.path) for model in ModelResolver(engine_config(settings)).available()
+    ]
+    widths = [max(len(row[i]) for row in [("NAME", "SOURCE", ""), *rows]) for i in range(2)]
+    for row in [("NAME", "SOURCE", "PATH"), *rows]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+    if not rows:
+        print(f"pgml-proxy: no models found (models directory: {settings.models_folder})", file=sys.stderr)
+    return 0
+
+
+def _preload_models(settings: Settings, entries: Sequence[str]) -> int:
+    if entries:
+        settings = dataclasses.replace(settings, models_preload=",".join(entries))
+    models = preload_list(settings)
+    if not models:
+        print("pgml-proxy: no models to preload (name them, or set models_preload)", file=sys.stderr)
+        return 1
+    config = engine_config(settings)
+    if config.allow_downloads:
+        from huggingface_hub.utils import enable_progress_bars
+
+        enable_progress_bars()  # downloads are the long part: show them
+    from pgml_engines import Engine
+
+    engine = Engine(config)
+    failed = 0
+    try:
+        for task, model in models:
+            with progress.Step(f"loading {model} ({task})") as step:
+                try:
+                    asyncio.run(engine.load_model(model, task))
+                except EngineError as exc:
+                    step.fail(str(exc))
+                    failed += 1
+                    continue
+                held = [m for m in engine.models() if m.key.name == model]
+                device = held[-1].key.options.device if held else "?"
+                step.done(f"{sum(m.nbytes for m in held) / 1e6:.1f} MB on {device}")
+    finally:
+        engine.close()
+    return 1 if failed else 0
+
+
 def _model_name(name: str) -> str:
     """A single folder name: the resolver looks for <models-dir>/<name>, so a path here could never be found."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
@@ -168,28 +275,26 @@ def _import_model(source: str, destination: Path, *, overwrite: bool) -> Path:
         if source.startswith(PACKAGE_PREFIX)
         else Path(source)
     )
-    return import_gguf(path, destination, progress=_print_progress, overwrite=overwrite)
+    with progress.Steps() as steps:
+        return import_gguf(path, destination, progress=steps, overwrite=overwrite)
 
 
 def _finetune_model(namespace: argparse.Namespace, settings: Settings, destination: Path) -> Path:
     # The base is found as SQL would find it, so `--base` accepts the names `serve` accepts; a path is allowed too,
     # since the operator running this command can read any file anyway (the restriction is for SQL users).
     config = dataclasses.replace(
-        _engine_config(settings), search_dirs=(destination.parent,), allow_model_paths=True
+        engine_config(settings), search_dirs=(destination.parent,), allow_model_paths=True
     )
     base = ModelResolver(config).resolve(namespace.base)
-    return finetune(
-        namespace.task,
-        base.path,
-        destination,
-        epochs=namespace.epochs,
-        progress=_print_progress,
-        overwrite=namespace.overwrite,
-    )
-
-
-def _print_progress(step: str) -> None:
-    print(f"pgml-proxy: {step}", file=sys.stderr, flush=True)
+    with progress.Steps() as steps:
+        return finetune(
+            namespace.task,
+            base.path,
+            destination,
+            epochs=namespace.epochs,
+            progress=steps,
+            overwrite=namespace.overwrite,
+        )
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -202,49 +307,9 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _engine_config(settings: Settings) -> EngineConfig:
-    """Raises ValueError for settings the engine cannot work with (a batch of 0, a negative budget)."""
-    try:
-        return _build_engine_config(settings)
-    except ValueError as exc:
-        raise ValueError(
-            f"invalid engine setting: {exc} (see --batch-max-size, --batch-max-wait-ms, --models-memory-budget-mb, --models-aliases, --generation-max-concurrent)"
-        ) from exc
-
-
-def _build_engine_config(settings: Settings) -> EngineConfig:
-    return EngineConfig(
-        search_dirs=(settings.models_folder,),
-        allow_downloads=settings.models_allow_downloads,
-        allow_model_paths=settings.models_allow_paths,
-        memory_budget_bytes=settings.models_memory_budget_mb * 1024**2,
-        max_batch_size=settings.batch_max_size,
-        max_batch_wait_s=settings.batch_max_wait_ms / 1000,
-        trust_remote_code_models=_names(settings.models_trust_remote_code),
-        allowed_models=_names(settings.models_allowed) or None,
-        aliases=_aliases(settings.models_aliases),
-        max_concurrent_generations=settings.generation_max_concurrent,
-    )
-
-
-def _names(listed: str) -> frozenset[str]:
-    return frozenset(name.strip() for name in listed.split(",") if name.strip())
-
-
-def _aliases(listed: str) -> dict[str, str]:
-    """``NAME=MODEL,…`` as a mapping; a pair without both sides is a configuration error."""
-    aliases: dict[str, str] = {}
-    for pair in filter(None, (item.strip() for item in listed.split(","))):
-        name, _, target = (part.strip() for part in pair.partition("="))
-        if not name or not target:
-            raise ValueError(f"models_aliases: expected NAME=MODEL, got {pair!r}")
-        aliases[name] = target
-    return aliases
-
-
 async def serve(settings: Settings) -> int:
     tls_context = _tls_context(settings)
-    engine_config = _engine_config(settings)  # checked before anything starts
+    engine = engine_config(settings)  # checked before anything starts
     embedded: EmbeddedPostgres | None = None
     if settings.upstream is None:
         embedded = EmbeddedPostgres(
@@ -260,13 +325,19 @@ async def serve(settings: Settings) -> int:
         user = upstream.user or getpass.getuser()
         database = upstream.dbname or user
     try:
+        interceptor = Interceptor(BUILTIN, engine)
+        await preload(interceptor, preload_list(settings))
         server = ProxyServer(
             upstream,
             max_connections=settings.max_connections,
-            interceptor=Interceptor(BUILTIN, engine_config),
+            interceptor=interceptor,
             tls_context=tls_context,
         )
         host, port = await server.listen(*settings.listen_address)
+        metrics_address = settings.metrics_address
+        monitor = None if metrics_address is None else await start_metrics(server, *metrics_address)
+        if monitor is not None:  # printed before the ready line, so whoever waits for that one has both
+            print(f"pgml-proxy metrics: {monitor.url}/metrics (also /healthz, /readyz)", flush=True)
         # Everything imported and built so far lives as long as the process: keep the collector from
         # walking it again and again while it collects the relay's short-lived objects.
         gc.freeze()
@@ -281,10 +352,27 @@ async def serve(settings: Settings) -> int:
         await _wait_for_stop_signal()
         log.info("shutting down: waiting up to %.0fs for running statements", settings.shutdown_grace)
         await server.shutdown(settings.shutdown_grace)
+        if monitor is not None:  # kept until now: /readyz says "shutting down" while statements finish
+            await monitor.close()
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
     return 0
+
+
+async def preload(interceptor: Interceptor, models: Sequence[tuple[str, str]]) -> None:
+    """Load the configured models before clients are accepted, so no first statement pays for a load."""
+    if not models:
+        return
+    engine = await interceptor.engine()
+    for task, model in models:
+        started = time.monotonic()
+        log.info("preloading model %s (%s) …", model, task)
+        try:
+            await engine.load_model(model, task)
+        except EngineError as exc:
+            raise ValueError(f"cannot preload model {model} ({task}): {exc}") from exc
+        log.info("preloaded model %s (%s) in %.1f s", model, task, time.monotonic() - started)
 
 
 async def _wait_for_stop_signal() -> None:

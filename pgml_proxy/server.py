@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
+from pgml_proxy import metrics
 from pgml_proxy.session.connection import ClientProtocol, Session
 from pgml_proxy.session.interceptor import Interceptor
 from pgml_proxy.upstream import UpstreamTarget
@@ -42,6 +43,7 @@ class ProxyServer:
         self._by_pid: dict[int, Session] = {}
         self._server: asyncio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.shutting_down = False
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Start accepting; return the address actually bound (port 0 picks a free one)."""
@@ -50,15 +52,23 @@ class ProxyServer:
         bound = self._server.sockets[0].getsockname()
         return bound[0], bound[1]
 
+    @property
+    def accepting(self) -> bool:
+        """The listener is open: new clients are accepted (readiness)."""
+        return self._server is not None and self._server.is_serving() and not self.shutting_down
+
     # -- sessions ----------------------------------------------------------------------------------
 
     def track(self, session: Session) -> None:
         self._connections.add(session)
+        metrics.CLIENT_CONNECTIONS_ACCEPTED.inc()
+        metrics.CLIENT_CONNECTIONS.inc()
 
     def admit(self, session: Session) -> bool:
         """Count a session that sent its StartupMessage; refuse it past the limit (53300)."""
         if len(self._admitted) >= self.max_connections:
             log.warning("refused %s: %d connections already", session.peer, len(self._admitted))
+            metrics.CLIENT_CONNECTIONS_REFUSED.inc()
             return False
         self._admitted.add(session)
         return True
@@ -69,7 +79,9 @@ class ProxyServer:
         return key
 
     def forget(self, session: Session) -> None:
-        self._connections.discard(session)
+        if session in self._connections:
+            self._connections.remove(session)
+            metrics.CLIENT_CONNECTIONS.dec()
         self._admitted.discard(session)
         key = session.proxy_key
         if key is not None and self._by_pid.get(key.pid) is session:
@@ -100,6 +112,7 @@ class ProxyServer:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let running statements finish for up to ``grace`` seconds, then close all."""
+        self.shutting_down = True
         if self._server is not None:
             self._server.close()
         for session in list(self._connections):

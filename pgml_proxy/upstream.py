@@ -111,7 +111,7 @@ def _tls_context(target: UpstreamTarget) -> ssl.SSLContext:
     return context
 
 
-async def _connected_socket(target: UpstreamTarget) -> socket.socket:
+async def _connected_socket(target: UpstreamTarget, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
     loop = asyncio.get_running_loop()
     if target.is_unix_socket:
         candidates = [(socket.AF_UNIX, target.socket_path)]
@@ -123,7 +123,7 @@ async def _connected_socket(target: UpstreamTarget) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
         except (OSError, TimeoutError) as exc:
             sock.close()
             last_error = exc if isinstance(exc, OSError) else OSError(str(exc) or "timed out")
@@ -172,6 +172,23 @@ async def open_upstream(
             f"could not connect to upstream server at {target.describe()}: {exc}"
         ) from exc
     return transport, protocol  # type: ignore[return-value]
+
+
+async def reachable(target: UpstreamTarget, timeout: float) -> str | None:
+    """None when a connection to the upstream opens within ``timeout`` seconds, else why not (readiness).
+
+    The connection is closed before anything is sent: Postgres logs nothing for such a connection.
+    """
+    try:
+        sock = await asyncio.wait_for(_connected_socket(target, timeout), 2 * timeout)  # DNS included
+    except ConnectionFailure as failure:
+        return failure.message
+    except TimeoutError:
+        return f"connecting to {target.describe()} timed out"
+    except OSError as exc:  # the name did not resolve
+        return f"could not connect to upstream server at {target.describe()}: {exc}"
+    sock.close()
+    return None
 
 
 class _CancelSent(asyncio.Protocol):

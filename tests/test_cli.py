@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgml_proxy.config import OPTIONS, Settings, load_settings
+from pgml_proxy.config import OPTIONS, Settings, engine_config, load_settings
 from tests.support.servers import run_psql, start_proxy
 
 
@@ -55,20 +55,18 @@ def test_model_settings_as_flags_env_and_toml(tmp_path):
 
 
 def test_engine_settings_reach_the_engine_and_bad_ones_are_refused(tmp_path):
-    from pgml_proxy.cli import _engine_config
-
     config = tmp_path / "proxy.toml"
     config.write_text("[models]\nmemory_budget_mb = 512\n[batch]\nmax_size = 16\n")
     settings = load_settings({"config": config}, {"PGML_PROXY_BATCH__MAX_WAIT_MS": "5"})
-    engine = _engine_config(settings)
+    engine = engine_config(settings)
     assert (engine.memory_budget_bytes, engine.max_batch_size, engine.max_batch_wait_s) == (
         512 * 2**20,
         16,
         0.005,
     )
-    assert _engine_config(load_settings({}, {})).max_batch_size == 64  # the default
+    assert engine_config(load_settings({}, {})).max_batch_size == 64  # the default
     with pytest.raises(ValueError, match="max_batch_size"):
-        _engine_config(load_settings({"batch_max_size": 0}, {}))
+        engine_config(load_settings({"batch_max_size": 0}, {}))
     with pytest.raises(ValueError, match="expected int"):
         load_settings({}, {"PGML_PROXY_MODELS__MEMORY_BUDGET_MB": "lots"})
 
@@ -136,18 +134,16 @@ def test_without_upstream_it_runs_an_embedded_postgres(tmp_path):
 
 
 def test_model_aliases_from_flags_env_and_a_toml_table(tmp_path):
-    from pgml_proxy.cli import _engine_config
-
     config = tmp_path / "proxy.toml"
     config.write_text(
         '[models.aliases]\n"meta-llama/Meta-Llama-3-8B-Instruct" = "smollm2"\nembedder = "minilm"\n'
     )
-    from_file = _engine_config(load_settings({"config": config}, {}))
+    from_file = engine_config(load_settings({"config": config}, {}))
     assert dict(from_file.aliases) == {"meta-llama/Meta-Llama-3-8B-Instruct": "smollm2", "embedder": "minilm"}
     from_env = load_settings({"config": config}, {"PGML_PROXY_MODELS__ALIASES": "a=b, c = d"})
-    assert dict(_engine_config(from_env).aliases) == {"a": "b", "c": "d"}
-    assert dict(_engine_config(load_settings({"models_aliases": "x=y"}, {})).aliases) == {"x": "y"}
-    assert dict(_engine_config(load_settings({}, {})).aliases) == {}
+    assert dict(engine_config(from_env).aliases) == {"a": "b", "c": "d"}
+    assert dict(engine_config(load_settings({"models_aliases": "x=y"}, {})).aliases) == {"x": "y"}
+    assert dict(engine_config(load_settings({}, {})).aliases) == {}
     for bad in ("lonely", "=target", "name="):
         with pytest.raises(ValueError, match="expected NAME=MODEL"):
-            _engine_config(load_settings({"models_aliases": bad}, {}))
+            engine_config(load_settings({"models_aliases": bad}, {}))

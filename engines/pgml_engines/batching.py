@@ -11,7 +11,9 @@ Invariants:
 - each caller gets exactly its own results, in its own order;
 - a caller cancelled before its batch starts is dropped from the batch and costs nothing; one cancelled while
   its batch runs just never sees the result (the batch is shared and finishes for the others);
-- a batch that fails fails every request in it, with the same exception (they shared the model and options).
+- a batch that fails fails every request in it, with the same exception (they shared the model and options);
+- an observer (metrics) is told of each batch as it starts, on the event loop; its failure is logged, never
+  the batch's.
 
 A batcher keeps no event-loop state while idle, so one Engine can outlive an event loop (tests run one loop per
 test); it serves one event loop at a time.
@@ -47,10 +49,16 @@ class BatchStats:
     dropped: int = 0
 
 
+BatchObserver = Callable[[int, list[float]], None]
+"""Told as each batch starts, on the event loop: its item count, and how long each of its requests waited in the
+queue (seconds, from submit() to the batch starting)."""
+
+
 @dataclass
 class _Request(Generic[T, R]):
     items: list[T]
     future: asyncio.Future[list[R]]
+    queued: float = 0.0  # the loop's time at submit()
 
 
 class Batcher(Generic[T, R]):
@@ -65,6 +73,7 @@ class Batcher(Generic[T, R]):
         max_wait_s: float,
         name: str = "batcher",
         stats: BatchStats | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         """``stats`` may be shared by several batchers to count for all of them together."""
         if max_batch_size < 1:
@@ -79,6 +88,7 @@ class Batcher(Generic[T, R]):
         self._collector: asyncio.Task[None] | None = None
         self._filled: asyncio.Future[None] | None = None
         self.stats = stats if stats is not None else BatchStats()
+        self._observer = observer
 
     @property
     def idle(self) -> bool:
@@ -90,7 +100,7 @@ class Batcher(Generic[T, R]):
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        request: _Request[T, R] = _Request(list(items), loop.create_future())
+        request: _Request[T, R] = _Request(list(items), loop.create_future(), loop.time())
         self._pending.append(request)
         self._pending_items += len(request.items)
         if self._pending_items >= self._max_items and self._filled is not None and not self._filled.done():
@@ -149,6 +159,12 @@ class Batcher(Generic[T, R]):
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.items += len(items)
+        if self._observer is not None:
+            now = loop.time()
+            try:
+                self._observer(len(items), [now - request.queued for request in batch])
+            except Exception:
+                log.exception("%s: batch observer failed", self._name)
         try:
             results = await loop.run_in_executor(self._executor, self._run_batch, items)
             if len(results) != len(items):

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,29 @@ class CacheStats:
     bytes: int = 0
 
 
+@dataclass(frozen=True)
+class CachedModel(Generic[K]):
+    """One model held, for introspection: its key, estimated size, when it was loaded and last used (Unix
+    time), and how many times it was found already loaded."""
+
+    key: K
+    nbytes: int
+    loaded_at: float
+    last_used: float
+    uses: int
+
+
 @dataclass
 class _Entry(Generic[V]):
     value: V
     nbytes: int
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    uses: int = 0
+
+    def used(self) -> None:
+        self.last_used = time.time()
+        self.uses += 1
 
 
 def estimate_nbytes(model: Any) -> int:
@@ -111,6 +130,7 @@ class ModelCache(Generic[K, V]):
             if entry is not None:
                 self._entries.move_to_end(key)
                 self.stats.hits += 1
+                entry.used()
                 return entry.value
             pending = self._loading.get(key)
             if pending is None:
@@ -147,6 +167,7 @@ class ModelCache(Generic[K, V]):
                 return None
             self._entries.move_to_end(key)
             self.stats.hits += 1
+            entry.used()
             return entry.value
 
     def peek(self, key: K) -> V | None:
@@ -159,6 +180,14 @@ class ModelCache(Generic[K, V]):
         """Keys held, least recently used first."""
         with self._lock:
             return list(self._entries)
+
+    def entries(self) -> list[CachedModel[K]]:
+        """What is held, least recently used first."""
+        with self._lock:
+            return [
+                CachedModel(key, entry.nbytes, entry.loaded_at, entry.last_used, entry.uses)
+                for key, entry in self._entries.items()
+            ]
 
     def evict(self, key: K) -> bool:
         """Drop one model now; True if it was held."""

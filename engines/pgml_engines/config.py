@@ -15,6 +15,8 @@ from types import MappingProxyType
 #: In ``trust_remote_code_models``, this entry trusts every model (PostgresML's
 #: ``pgml.huggingface_trust_remote_code = on`` with an empty whitelist).
 TRUST_ALL = "*"
+#: In ``devices``, the entry for every model not named.
+ALL_MODELS = "*"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class EngineConfig:
         ``pgml.huggingface_whitelist``); ``None`` allows every model.
     max_concurrent_generations: streamed generations that may run at once on one model copy (each has its own
         thread; further streams wait for a slot, cancellably).
+    devices: model name → the device it runs on when a call names none (``"*"``: every other model); a call's
+        own ``device`` still wins, and the device must exist on this host when the model is used.
+    max_concurrent_trainings: training and tuning jobs running at once (more wait, cancellably); ``None``: one
+        per CPU core.
     """
 
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -51,11 +57,14 @@ class EngineConfig:
     half_precision: bool = True
     allowed_models: frozenset[str] | None = None
     max_concurrent_generations: int = 4
+    devices: Mapping[str, str] = field(default_factory=dict)
+    max_concurrent_trainings: int | None = None
 
     def __post_init__(self) -> None:
         # Normalise what callers naturally pass (dict, list of str) into immutable forms, so the frozen promise
         # also covers the contents.
         object.__setattr__(self, "aliases", MappingProxyType(dict(self.aliases)))
+        object.__setattr__(self, "devices", MappingProxyType(dict(self.devices)))
         object.__setattr__(self, "search_dirs", tuple(_path(d) for d in self.search_dirs))
         if self.hf_cache_dir is not None:
             object.__setattr__(self, "hf_cache_dir", _path(self.hf_cache_dir))
@@ -70,12 +79,19 @@ class EngineConfig:
             raise ValueError("max_batch_wait_s must be >= 0")
         if self.max_concurrent_generations < 1:
             raise ValueError("max_concurrent_generations must be >= 1")
+        if self.max_concurrent_trainings is not None and self.max_concurrent_trainings < 1:
+            raise ValueError("max_concurrent_trainings must be >= 1 or None")
 
     def trusts_remote_code(self, names: Iterable[str]) -> bool:
         """Whether any of ``names`` (a requested name and the alias targets it goes through) is trusted."""
         return TRUST_ALL in self.trust_remote_code_models or any(
             n in self.trust_remote_code_models for n in names
         )
+
+    def device_for(self, names: Iterable[str]) -> str | None:
+        """The configured device of a model: the requested name's, else an alias target's on its way, else the
+        ``"*"`` entry's; None when none is configured (the engine's default then applies)."""
+        return next((self.devices[n] for n in names if n in self.devices), self.devices.get(ALL_MODELS))
 
     def allows_model(self, names: Iterable[str]) -> bool:
         """Whether the allowed-models list admits a model: the requested name or an alias target on its way."""

@@ -37,7 +37,7 @@ from . import rank as ranking
 from . import stream as streaming
 from . import transform as transforming
 from .batching import Batcher, BatchStats
-from .cache import ModelCache, ModelKey
+from .cache import CachedModel, ModelCache, ModelKey
 from .classical.serving import ServingCache
 from .config import EngineConfig
 from .errors import EngineError, EngineFailure, InvalidArgument, NotAllowed, translate
@@ -55,6 +55,13 @@ _SWEEP_AT = 64
 _CLOSE_WAIT_S = 5.0
 #: A load that takes longer than this tells the client it is happening (a NOTICE), and when it is done.
 LOAD_NOTICE_AFTER_S = 1.0
+
+LOAD_EMBEDDING = "embedding"
+"""``load_model``'s task for a model loaded as ``pgml.embed`` loads it (the default)."""
+LOAD_RANK = "rank"
+"""``load_model``'s task for a cross-encoder, as ``pgml.rank`` loads it."""
+LOAD_TRANSFORM = "transform"
+"""``load_model``'s task for a transform model whose task its config tells."""
 
 _CLASSICAL_FUNCTIONS: dict[str, Callable[[classical.ClassicalModel, Any], Any]] = {
     "predict": classical.predict,
@@ -131,6 +138,7 @@ class Engine:
         self._executors: dict[ModelKey, ThreadPoolExecutor] = {}
         self._batchers: dict[tuple[ModelKey, Hashable], Batcher[Any, Any]] = {}
         self._batch_stats = BatchStats()
+        self._batch_observer: Callable[[str, str, int, list[float]], None] | None = None
         self._generation_stats = streaming.GenerationStats()
         self._slots: dict[ModelKey, streaming.GenerationSlots] = {}
         self._streams: dict[streaming.PieceChannel, threading.Thread] = {}
@@ -210,7 +218,7 @@ class Engine:
         """
         self._check_open()
         names = self._check_model_name(model)
-        load, options = ranking.split_kwargs(kwargs)
+        load, options = ranking.split_kwargs(self._with_device(names, kwargs))
         self._check_policy(model, names, load.trust_remote_code)
         docs = ranking.check_documents(query, documents)
         if not docs:
@@ -332,7 +340,7 @@ class Engine:
     def _training_pool(self) -> classical.TrainingPool:
         with self._lock:
             if self._training is None:
-                self._training = classical.TrainingPool()
+                self._training = classical.TrainingPool(max_workers=self._config.max_concurrent_trainings)
             return self._training
 
     # --- pgml.predict and friends --------------------------------------------------------------------------
@@ -381,9 +389,70 @@ class Engine:
             **asdict(self._generation_stats.snapshot()),
         )
 
+    def observe_batches(self, observer: Callable[[str, str, int, list[float]], None] | None) -> None:
+        """Tell ``observer(function, model, items, waits)`` of every batch as it starts, on the event loop
+        (metrics): ``function`` is embed, rank or transform, ``model`` the name calls used, ``items`` the
+        batch's inputs, ``waits`` each request's seconds in the queue. None stops it."""
+        self._batch_observer = observer
+
     def loaded_models(self) -> list[ModelKey]:
         """Keys of the models held now, least recently used first."""
         return self._cache.keys()
+
+    def models(self) -> list[CachedModel[ModelKey]]:
+        """The models held now with their size and use, least recently used first."""
+        return self._cache.entries()
+
+    async def load_model(
+        self, model: str, task: str | None = None, kwargs: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Load a model ahead of its first use, as calls will find it: ``task`` None or ``embedding`` for
+        ``pgml.embed``, ``rank`` for ``pgml.rank``, a transform task name, or ``transform`` to take the task
+        from the model's config; ``kwargs`` are the load options calls will pass. True when it was loaded now,
+        False when it was held already."""
+        try:
+            key = await self._key_of(model, task, kwargs)
+            held = self._cache.peek(key) is not None
+            await self._ensure_model(key)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+        return not held
+
+    def unload_model(self, model: str) -> int:
+        """Drop every loaded copy of ``model`` (by the name calls used: any kind, options or device); the
+        number dropped. The next call loads it again."""
+        self._check_open()
+        held = self._cache.keys()
+        return sum(self._cache.evict(key) for key in held if key.name == model)
+
+    async def _key_of(self, model: str, task: str | None, kwargs: Mapping[str, Any] | None) -> ModelKey:
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise InvalidArgument(f"load options must be a JSON object, got {type(kwargs).__name__}")
+        if task is None or task == LOAD_EMBEDDING:
+            return self._prepare(model, kwargs)[0]
+        if task == LOAD_RANK:
+            self._check_open()
+            names = self._check_model_name(model)
+            load, _ = ranking.split_kwargs(self._with_device(names, kwargs))
+            self._check_policy(model, names, load.trust_remote_code)
+            return ModelKey(model, load, "cross-encoder")
+        self._check_open()
+        raw = {**(kwargs or {}), "model": model}
+        if task != LOAD_TRANSFORM:
+            try:
+                tasks.canonical_task(task)
+            except InvalidArgument as exc:
+                raise InvalidArgument(
+                    f"cannot load a model for {task!r}: give {LOAD_EMBEDDING}, {LOAD_RANK}, {LOAD_TRANSFORM} or a "
+                    f"transform task ({exc})"
+                ) from None
+            raw["task"] = task
+        spec = self._task_spec(raw)
+        if spec.task is None:
+            spec = spec.with_task(await self._inferred_task(spec))
+        return _TransformRequest(spec, None, "text", []).key
 
     def close(self) -> None:
         """Stop accepting work, stop running streams, let running batches finish on their threads, and drop
@@ -421,7 +490,7 @@ class Engine:
         self._check_open()
         names = self._check_model_name(model)
         load_raw, encode_raw = embedding.split_kwargs(names, kwargs or {})
-        load = embedding.load_options(load_raw)
+        load = embedding.load_options(self._with_device(names, load_raw))
         self._check_policy(model, names, load.trust_remote_code)
         return ModelKey(model, load, "embed"), encode_raw
 
@@ -449,9 +518,7 @@ class Engine:
     ) -> _TransformRequest:
         """Every check a transform call can have without its model; WARNINGs about its arguments go out here."""
         self._check_open()
-        spec = tasks.parse_task(task)
-        names = self._check_model_name(spec.model)
-        self._check_policy(spec.model, names, spec.load.trust_remote_code)
+        spec = self._task_spec(task)
         if stream:
             if spec.task is not None and spec.task not in tasks.GENERATION_TASKS:
                 raise InvalidArgument(_cannot_stream(spec.task))
@@ -471,19 +538,8 @@ class Engine:
 
     async def _infer_task(self, request: _TransformRequest, *, stream: bool) -> _TransformRequest:
         """The task of a ``{"model": …}`` task, from the model config's architectures (read on a thread)."""
-        spec = request.spec
-        known = self._inferred_tasks.get((spec.model, spec.load))
-        if known is None:
-            loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(None, self._architectures, spec)
-            known = tasks.task_of_architectures(found)
-            if known is None:
-                raise InvalidArgument(
-                    f"cannot tell the task of model {spec.model} from its config (architectures: "
-                    f"{', '.join(found) or 'none'}); give a task"
-                )
-            self._inferred_tasks[(spec.model, spec.load)] = known
-        spec = spec.with_task(known)
+        known = await self._inferred_task(request.spec)
+        spec = request.spec.with_task(known)
         if stream:
             if known not in tasks.GENERATION_TASKS:
                 raise InvalidArgument(_cannot_stream(known))
@@ -498,6 +554,45 @@ class Engine:
             for warning in warnings:
                 notify("WARNING", warning)
         return _TransformRequest(spec, call, kind, items)
+
+    async def _inferred_task(self, spec: tasks.TaskSpec) -> str:
+        """The task of a model named without one, from its config's architectures (read on a thread)."""
+        known = self._inferred_tasks.get((spec.model, spec.load))
+        if known is None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(None, self._architectures, spec)
+            known = tasks.task_of_architectures(found)
+            if known is None:
+                raise InvalidArgument(
+                    f"cannot tell the task of model {spec.model} from its config (architectures: "
+                    f"{', '.join(found) or 'none'}); give a task"
+                )
+            self._inferred_tasks[(spec.model, spec.load)] = known
+        return known
+
+    def _task_spec(self, task: str | Mapping[str, Any]) -> tasks.TaskSpec:
+        """A transform task checked against the policies, with the model's configured device."""
+        spec = tasks.parse_task(task)
+        names = self._check_model_name(spec.model)
+        raw = {"task": task} if isinstance(task, str) else task
+        placed = self._with_device(names, raw)
+        if placed is not raw:
+            spec = tasks.parse_task(placed)
+        self._check_policy(spec.model, names, spec.load.trust_remote_code)
+        return spec
+
+    def _with_device(self, names: Sequence[str], raw: Any) -> Any:
+        """Load options with the configured device of the model added when they place it nowhere themselves
+        (no ``device``, no ``device_map``); anything else comes back as it is, to be checked as usual."""
+        device = self._config.device_for(names)
+        if device is None or not isinstance(raw, Mapping) or raw.get("device") is not None:
+            return raw
+        model_kwargs = raw.get("model_kwargs")
+        if raw.get("device_map") is not None or (
+            isinstance(model_kwargs, Mapping) and "device_map" in model_kwargs
+        ):
+            return raw
+        return {**raw, "device": device}
 
     def _architectures(self, spec: tasks.TaskSpec) -> list[str]:
         resolved = self._resolver.resolve(spec.model, revision=spec.load.revision)
@@ -644,9 +739,15 @@ class Engine:
                     max_wait_s=self._config.max_batch_wait_s,
                     name=name,
                     stats=self._batch_stats,
+                    observer=lambda items, waits: self._batch_started(name, key, items, waits),
                 )
                 self._batchers[(key, options)] = batcher
             return batcher
+
+    def _batch_started(self, name: str, key: ModelKey, items: int, waits: list[float]) -> None:
+        observer = self._batch_observer
+        if observer is not None:
+            observer(name.partition(":")[0], key.name, items, waits)
 
     async def _submit(self, batcher: Batcher[T, R], items: list[T]) -> list[R]:
         """Results for ``items`` in order; a request larger than a batch goes in batch-sized parts, so other

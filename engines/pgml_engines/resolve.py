@@ -44,6 +44,16 @@ class ResolvedModel:
     via: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AvailableModel:
+    """A model the resolver can find without a network: ``name`` is what SQL may call it, ``path`` its folder
+    (for an alias: the name it stands for), ``source`` where it was found (``alias`` for aliases)."""
+
+    name: str
+    source: Source | Literal["alias"]
+    path: str
+
+
 class ModelResolver:
     """Resolves model names for one engine configuration; safe to share between threads."""
 
@@ -98,6 +108,38 @@ class ModelResolver:
             else "the Hugging Face hub: not tried, downloads are disabled in the configuration"
         )
         raise ModelNotFound(name, searched)
+
+    def available(self) -> list[AvailableModel]:
+        """Every model found without a network, in resolution order: aliases, local folders, models shipped in
+        installed packages, the Hugging Face cache (a name found in several places resolves to the first)."""
+        found = [
+            AvailableModel(name, "alias", target) for name, target in sorted(self._config.aliases.items())
+        ]
+        for directory in self._config.search_dirs:
+            if directory.is_dir():
+                found += [
+                    AvailableModel(child.name, "local", str(child.resolve()))
+                    for child in sorted(directory.iterdir())
+                    if _is_model_dir(child)
+                ]
+        found += [AvailableModel(package, "package", str(path)) for package, path in _packaged_models()]
+        found += [AvailableModel(repo, "hf-cache", path) for repo, path in self._cached_repos()]
+        return found
+
+    def _cached_repos(self) -> list[tuple[str, str]]:
+        from huggingface_hub import constants, scan_cache_dir
+
+        cache_dir = self._config.hf_cache_dir or Path(constants.HF_HUB_CACHE)
+        try:
+            info = scan_cache_dir(cache_dir)
+        except Exception:  # no cache yet, or one that is not a hub cache
+            return []
+        models = []
+        for repo in sorted(info.repos, key=lambda r: r.repo_id):
+            newest = max(repo.revisions, key=lambda r: r.last_modified, default=None)
+            if repo.repo_type == "model" and newest is not None and _is_model_dir(newest.snapshot_path):
+                models.append((repo.repo_id, str(newest.snapshot_path)))
+        return models
 
     # --- the steps -----------------------------------------------------------------------------------------
 
@@ -185,6 +227,26 @@ def _package_locations(package: str) -> Iterator[Path]:
         return
     for location in spec.submodule_search_locations:
         yield Path(location)
+
+
+def _packaged_models() -> list[tuple[str, Path]]:
+    """(top-level package, model folder) of installed distributions that ship a model with its weights, read
+    from their file lists (nothing is imported)."""
+    found: dict[str, Path] = {}
+    for distribution in importlib.metadata.distributions():
+        for file in distribution.files or ():
+            parts = file.parts
+            if len(parts) > _PACKAGE_SCAN_DEPTH + 2 or file.name not in MODEL_MARKERS or parts[0] in found:
+                continue
+            if parts[0].isidentifier():
+                for location in _package_locations(parts[0]):
+                    model = _first_model_dir(location)
+                    if model is not None and any(model.glob(pattern) for pattern in _WEIGHT_FILES):
+                        found[parts[0]] = model
+    return sorted(found.items())
+
+
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.onnx")
 
 
 def _first_model_dir(root: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""The functions the proxy implements: version, chunk, embed (contract §2.3, §2.7), and the NLP ones."""
+"""The functions the proxy implements: version, chunk, embed (contract §2.3, §2.7), the NLP ones, and the
+proxy's own administration."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import defaultdict
 from typing import Any, Final
 
 from pgml_proxy import __version__
+from pgml_proxy.functions.admin import ADMIN
 from pgml_proxy.functions.data import DATA
 from pgml_proxy.functions.lifecycle import LIFECYCLE
 from pgml_proxy.functions.nlp import GENERATE, NLP
@@ -101,5 +103,6 @@ BUILTIN: Final = Registry(
         *DATA,
         *LIFECYCLE,
         *PREDICT,
+        *ADMIN,
     ]
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Final, Protocol
 from pgml_engines.engine import Engine
 from pgml_engines.errors import EngineError
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     FeatureNotSupported,
     InternalError,
@@ -212,8 +214,13 @@ class Registry:
         todo = [i for i, row in enumerate(arranged) if not (signature.strict and any(v is None for v in row))]
         if not todo:
             return results
-        with _translating(signature):
-            computed = await resolved.overload.run(context, [arranged[i] for i in todo])
+        started = time.perf_counter()
+        try:
+            with _translating(signature):
+                computed = await resolved.overload.run(context, [arranged[i] for i in todo])
+        finally:
+            model = _model_label(signature, arranged)
+            metrics.pgml_call(signature.function, model, len(todo), time.perf_counter() - started)
         for index, value in zip(todo, computed, strict=True):
             results[index] = value
         return results
@@ -233,6 +240,7 @@ class Registry:
             return
         with _translating(signature):
             rows = stream(context, row)  # arguments are checked before anything is generated
+        started = time.perf_counter()
         try:
             while True:
                 with _translating(signature):
@@ -243,6 +251,8 @@ class Registry:
                 yield item
         finally:
             await rows.aclose()  # type: ignore[attr-defined]
+            model = _model_label(signature, [row])
+            metrics.pgml_call(signature.function, model, 1, time.perf_counter() - started)
 
     def owned_signature(self, name: str) -> Signature | None:
         """A signature of ``name``'s overloads whose statements the proxy answers row by row itself (they
@@ -254,6 +264,26 @@ class Registry:
     @staticmethod
     def streams(resolved: ResolvedCall) -> bool:
         return resolved.overload.stream is not None
+
+
+_MODEL_PARAMETERS: Final = frozenset(("transformer", "project_name", "model_id", "task"))
+"""Parameters that name the model or project a call uses (a transform's ``task`` only as JSON with a model)."""
+
+
+def _model_label(signature: Signature, rows: Sequence[tuple[Any, ...]]) -> str:
+    """The model or project of a call's rows, as a metrics label: the value when every row has the same one,
+    else "" (so are a task given by name and a row-dependent model)."""
+    position = next((i for i, p in enumerate(signature.parameters) if p.name in _MODEL_PARAMETERS), None)
+    if position is None or not rows:
+        return ""
+    value = rows[0][position]
+    if any(row[position] != value for row in rows[1:]):
+        return ""
+    if signature.parameters[position].name == "task":
+        value = value.get("model") if isinstance(value, dict) else None
+    if not isinstance(value, str | int):
+        return ""
+    return metrics.model_label(value)
 
 
 def _arranger(resolved: ResolvedCall) -> Callable[[Sequence[Any]], tuple[Any, ...]]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgml_engines import notices
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     AdminShutdown,
     ConnectionFailure,
@@ -23,6 +24,7 @@ from pgml_proxy.errors import (
     QueryCanceled,
     TooManyConnections,
 )
+from pgml_proxy.metrics import RELAY
 from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.extension_commands import ExtensionCommands
 from pgml_proxy.session.flow import ReadGate
@@ -407,6 +409,7 @@ class Session(ExtensionCommands):
         log.debug("session %s closed: %s", self.peer, error.message if error else "normally")
         if error is not None and not client_gone and not self.client.is_closing():
             self.client.write(error_response(error))
+            metrics.error(error.sqlstate)
         self.client.close()
         if self._step is not None and not self._step.done():
             self._step.cancel()  # nobody is left to hear how proxy-side work ends
@@ -433,6 +436,7 @@ class ClientProtocol(asyncio.Protocol):
         self.server.track(self.session)
 
     def data_received(self, data: bytes) -> None:
+        RELAY.client_bytes += len(data)
         self.session.client_data(data)
 
     def eof_received(self) -> bool:
@@ -454,13 +458,18 @@ class UpstreamProtocol(asyncio.Protocol):
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        metrics.UPSTREAM_CONNECTIONS.inc()
+
     def data_received(self, data: bytes) -> None:
+        RELAY.upstream_bytes += len(data)
         self.session.upstream_data(data)
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        metrics.UPSTREAM_CONNECTIONS.dec()
         self.session.upstream_lost(exc)
 
     def pause_writing(self) -> None:

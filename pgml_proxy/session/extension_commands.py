@@ -7,6 +7,7 @@ nothing half-installed; inside the client's block they are part of it.
 
 from __future__ import annotations
 
+from pgml_proxy import metrics
 from pgml_proxy.catalog import drop_sql, install_sql, installed_version_sql
 from pgml_proxy.errors import DuplicateObject, UndefinedObject
 from pgml_proxy.session.interception import failing_with
@@ -27,6 +28,7 @@ class ExtensionCommands(StreamPortals):
         if command is None:
             await super()._run_query(query)
             return
+        metrics.statement("answer")
         self._owned = False
         try:
             await failing_with(self._extension(command, query), self._fail_statement)

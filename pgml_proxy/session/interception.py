@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     DuplicatePreparedStatement,
     InternalError,
@@ -127,7 +128,12 @@ class Interception:
         return extended.parameter_description(parameters[: prepared.client_params]) + row_description(shown)
 
     def _forward(self, data: bytes) -> None:
-        self.upstream.write(data)  # type: ignore[union-attr]
+        upstream = self.upstream
+        if upstream is None or upstream.is_closing():
+            # The session closed under proxy-side work (its upstream lost, its client gone) and cancelled
+            # it: the statement's failure has nowhere to go, as a closed socket would drop it.
+            return
+        upstream.write(data)
 
     def _on_parse(self, body: bytes) -> bool:
         """A Parse that calls pgml goes upstream with the calls replaced by extra parameters."""
@@ -143,8 +149,10 @@ class Interception:
             self._fail_in_pipeline(InternalError(f"pgml-proxy failed to prepare the statement: {exc}"))
             return True
         if prepared is None:
+            metrics.statement("fast")
             self._forward(message(PARSE, body))
             return True
+        metrics.statement(prepared.path)
         self._prepared[parse.statement] = prepared
         self.client_side.track_statements(True)
         if prepared.spliced:
@@ -225,6 +233,8 @@ class Interception:
         ``silently``, when the client has ours already)."""
         self._markers += 1
         name = f"{MARKER_PREFIX}{self._markers}"
+        if not silently:
+            metrics.error(error.sqlstate)
         self.upstream_side.markers[name] = b"" if silently else error_response(error)  # type: ignore[union-attr]
         self._forward(extended.describe_statement(name))
 
@@ -273,6 +283,7 @@ class Interception:
             sql = query[:-1].decode()
             status = self.upstream_side.transaction_status  # type: ignore[union-attr]
             if status not in (IDLE, IN_TRANSACTION):
+                metrics.statement("fast")
                 self._forward(message(QUERY, query))
                 return
             loop = asyncio.get_running_loop()
@@ -287,6 +298,7 @@ class Interception:
                 if command.kind == "execute" and held is not None:
                     sql = held.executed(sql, command)
                 elif command.kind == "deallocate" and held is not None:
+                    metrics.statement("answer")
                     self._forget_held(command.name)
                     self._answer_command("DEALLOCATE", status)
                     return
@@ -300,6 +312,7 @@ class Interception:
                     if isinstance(failure, SideQueryFailed):
                         failure.result.status = IDLE  # the client never was in a transaction block
                 raise
+            metrics.statement(interceptor.path(sql, rewritten))
             if rewritten.answer is not None:
                 self.client.write(rewritten.answer + ready(status))
                 self.upstream_side.answered_by_proxy(status)  # type: ignore[union-attr]
@@ -453,6 +466,7 @@ class Interception:
 
     def _fail_statement(self, error: ProxyError) -> None:
         """Report a proxy-side failure so that client and upstream agree on the transaction's fate."""
+        metrics.error(error.sqlstate)  # in a block, the upstream raises it for the proxy
         side = self.upstream_side
         if side is not None and side.transaction_status == IN_TRANSACTION:
             # The upstream raises the same error itself, aborting its transaction block as the client expects.

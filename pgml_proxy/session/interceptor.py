@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from pgml_engines import Engine, EngineConfig
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     AmbiguousFunction,
     FeatureNotSupported,
@@ -150,6 +151,7 @@ class Interceptor:
             self._starting = asyncio.ensure_future(asyncio.to_thread(Engine, self._engine_config))
         self._engine = await asyncio.shield(self._starting)
         gc.freeze()  # the libraries the engine just imported live as long as the process (see cli.serve)
+        metrics.watch_engine(self._engine)
         return self._engine
 
     def close(self) -> None:
@@ -221,6 +223,18 @@ class Interceptor:
         if not spliced:
             return Rewritten(text)
         return Rewritten(text, SplicePlan(tuple(spliced)), results_before=splice_at or 0)
+
+    def path(self, sql: str, rewritten: Rewritten) -> str:
+        """How a rewritten statement runs, for metrics (:data:`~pgml_proxy.metrics.PATHS`); a statement that
+        both splices and materializes counts as spliced."""
+        if rewritten.answer is not None or rewritten.held is not None:
+            return "answer"
+        if rewritten.splice is not None:
+            return "splice"
+        calls = [call for statement in self._analyze(sql) for call in statement.calls]
+        if not calls:
+            return "fast"
+        return "materialize" if any(row_dependent(call) for call in calls) else "fold"
 
     def stream_plan(self, sql: str) -> StreamPlan | None:
         """The plan of a statement whose rows are one streaming call's, written as they are produced:
@@ -1058,6 +1072,15 @@ class PreparedPgml:
     def spliced(self) -> bool:
         """Its rows carry calls the proxy computes: Describe and Execute answers pass through a splicer."""
         return any(plan.splice is not None for plan in self.calls)
+
+    @property
+    def path(self) -> str:
+        """How it runs, for metrics (a statement that both splices and materializes counts as spliced)."""
+        if self.stream is not None:
+            return "answer"
+        if self.spliced:
+            return "splice"
+        return "materialize" if any(plan.fetch is not None for plan in self.calls) else "fold"
 
 
 @dataclass(frozen=True, slots=True)

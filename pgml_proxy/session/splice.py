@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from pgml_engines import Engine
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     DataException,
     FeatureNotSupported,
@@ -412,6 +413,7 @@ class SpliceStream:
         if self._error is not None:
             return
         self._error = error
+        metrics.error(error.sqlstate)
         self._write(error_response(error))
         self._drop_pending()
 

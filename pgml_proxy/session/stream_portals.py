@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pgml_proxy import metrics
 from pgml_proxy.errors import (
     DuplicateCursor,
     InternalError,
@@ -121,6 +122,7 @@ class StreamPortals(Interception):
         if statement is None:
             return super()._dispatch(PARSE, body)
         self._forget_statement(parse.statement)
+        metrics.statement("answer")
         self._stream_statements[parse.statement] = statement
         self._track_streams()
         self._hold(self._answer_in_pipeline(PARSE_COMPLETE, message(PARSE, body)))
@@ -209,6 +211,7 @@ class StreamPortals(Interception):
         if self._stream_statements or self._cursors:
             session = self.server.interceptor.session_command(sql)  # type: ignore[attr-defined]
             if session is not None and self._session_command(session.kind, session.name):
+                metrics.statement("answer")
                 await self._answer_alone("DEALLOCATE")
                 return
         command = self._cursor_command(sql) if self._cursors else None
@@ -220,6 +223,7 @@ class StreamPortals(Interception):
         if command is None and plan is None:
             await super()._run_query(query)
             return
+        metrics.statement("answer")
 
         async def run() -> None:
             await self._await_idle()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from pgml_proxy import metrics
 from pgml_proxy.session.replacements import ARGUMENTS_CHANGED
 from pgml_proxy.wire import auth, codes
 from pgml_proxy.wire.cancel import CancelKey, parse_backend_key_data
@@ -132,6 +133,7 @@ class UpstreamSide:
             self.skipping_to_sync = True
             failure = _serialization_failure(chunk[start:end]) if _CHANGED in chunk[start:end] else None
             if failure is not None:
+                metrics.error("40001")  # the proxy's own error, in place of the upstream's
                 return failure
             if self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
                 message = decode_fields(chunk[start:end]).get(MESSAGE, "")

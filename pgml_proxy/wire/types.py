@@ -7,6 +7,7 @@ server produced. Binary output follows each type's send function.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import math
@@ -340,6 +341,23 @@ TEXT_ARRAY: Final = PgType(
         "{" + ",".join("NULL" if v is None else _array_element(v) for v in values) + "}"
     ).encode(),
     _array_binary(TEXT.oid, _utf8),
+)
+_POSTGRES_EPOCH: Final = 946_684_800
+"""2000-01-01 00:00:00 UTC as Unix time: timestamps travel in binary as microseconds since it."""
+
+
+def _timestamptz_text(unix_time: float) -> bytes:
+    """ISO output in UTC, as Postgres writes a timestamptz with DateStyle ISO and TimeZone UTC."""
+    moment = datetime.datetime.fromtimestamp(unix_time, datetime.UTC)
+    return (moment.strftime("%Y-%m-%d %H:%M:%S.%f").rstrip("0").rstrip(".") + "+00").encode()
+
+
+TIMESTAMPTZ: Final = PgType(
+    "timestamp with time zone",
+    1184,
+    _timestamptz_text,
+    lambda v: struct.pack("!q", round((v - _POSTGRES_EPOCH) * 1_000_000)),
+    8,
 )
 RECORD: Final = PgType("record", 2249, record_text, record_binary)
 VOID: Final = PgType("void", 2278, lambda v: b"", lambda v: b"", 4)
