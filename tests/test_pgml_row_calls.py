@@ -241,3 +241,31 @@ def test_outside_a_transaction_the_argument_read_and_the_statement_share_one_sna
     with psycopg.connect(upstream.url()) as direct:
         state = direct.execute("select state from pg_stat_activity where pid = %s", [pid]).fetchone()
     assert state == ("idle",)  # the proxy's own transaction was rolled back, not left open
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update {table} set body = body || '' where pgml.embed('{model}', body) is not null",  # materialized
+        "select id, pgml.embed('{model}', body) from {table}",  # spliced
+    ],
+    ids=["materialized", "spliced"],
+)
+def test_the_proxys_own_transaction_outlives_the_upstreams_idle_timeout(proxy, statement):
+    """Outside a transaction block the proxy computes inside a transaction of its own, where the upstream
+    session sits idle meanwhile: the upstream's idle_in_transaction_session_timeout must not end it."""
+    with psycopg.connect(proxy.url(), autocommit=True) as conn:
+        table = f"idle_{uuid.uuid4().hex[:8]}"
+        conn.execute(f"create table {table} (id int primary key, body text)")
+        try:
+            conn.execute(
+                f"insert into {table} select n, 'sentence number ' || n || ' about ' || md5(n::text) "
+                "from generate_series(1, 400) n"
+            )
+            conn.execute("set idle_in_transaction_session_timeout = '20ms'")
+            conn.execute(statement.format(table=table, model=MODEL))
+            assert conn.execute("show idle_in_transaction_session_timeout").fetchone() == ("20ms",)
+            assert conn.execute("select 1").fetchone() == (1,)
+        finally:
+            with psycopg.connect(proxy.url(), autocommit=True) as other:
+                other.execute(f"drop table {table}")

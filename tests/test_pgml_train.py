@@ -397,3 +397,17 @@ def test_snapshot_is_materialized_and_attached_to_no_project(proxy: ProxyProcess
         ):
             conn.execute("SELECT * FROM pgml.snapshot('pgml.nope', 'target')")
         assert _count(conn, "snapshots") == 1
+
+
+def test_training_outlives_the_upstreams_idle_in_transaction_timeout(
+    proxy: ProxyProcess, database: str
+) -> None:
+    """The proxy trains inside a transaction of its own while the upstream session waits idle in it."""
+    with psycopg.connect(proxy.url(database=database), autocommit=True) as conn:
+        conn.execute("SET idle_in_transaction_session_timeout = '20ms'")
+        rows = conn.execute(
+            "SELECT * FROM pgml.train('Idle', 'classification', 'pgml.iris', 'target', algorithm => 'random_forest')"
+        ).fetchall()
+        assert rows == [("Idle", "classification", "random_forest", True)]
+        assert _count(conn, "models") == 1
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("20ms",)

@@ -39,7 +39,7 @@ from pgml_proxy.session.splice import (
 from pgml_proxy.session.sql_prepared import HeldStatement
 from pgml_proxy.session.upstream_side import MARKER_PREFIX
 from pgml_proxy.sql.literals import quote
-from pgml_proxy.sql.text import mentions_pgml
+from pgml_proxy.sql.text import KEEP_OWN_TRANSACTION, mentions_pgml
 from pgml_proxy.wire import extended
 from pgml_proxy.wire.codes import BIND, DESCRIBE, EXECUTE, FLUSH, PARSE, QUERY, READY_FOR_QUERY
 from pgml_proxy.wire.error_response import error_response
@@ -372,6 +372,7 @@ class Interception:
         if not self._owned and self.upstream_side.transaction_status == IDLE:  # type: ignore[union-attr]
             await self.side_query("BEGIN ISOLATION LEVEL REPEATABLE READ")
             self._owned = True
+            await self.side_query(KEEP_OWN_TRANSACTION)
 
     async def _end_owned(self, command: str) -> None:
         """End the proxy's own transaction, if one is open; a COMMIT's error is the statement's."""
@@ -398,6 +399,7 @@ class Interception:
         if not self._owned and side.transaction_status == IDLE:
             await self.side_query("BEGIN")
             self._owned = True
+            await self.side_query(KEEP_OWN_TRANSACTION)
         request = message(QUERY, sql.encode() + b"\x00")
         outcome = await self._stream_answer(request, splicer, timeout, results_before=results_before)
         status = outcome.status

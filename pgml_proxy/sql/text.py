@@ -17,6 +17,12 @@ from pglast import ast, parser
 from pglast.stream import RawStream
 
 PGML_MARK: Final = b"pgml"
+
+KEEP_OWN_TRANSACTION: Final = "SET LOCAL idle_in_transaction_session_timeout = 0"
+"""Sent as soon as the proxy opens a transaction of its own: the upstream session sits idle in it while the
+proxy computes, and the upstream's ``idle_in_transaction_session_timeout`` must not end the session for
+that. LOCAL: it ends with the transaction; inside the client's own transaction blocks the setting stays
+the client's."""
 """What the fast path looks for, in a lowered copy of the statement text."""
 
 

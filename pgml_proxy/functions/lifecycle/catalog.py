@@ -11,6 +11,7 @@ from typing import Any, Final
 from pgml_proxy.errors import InvalidTextRepresentation, ObjectNotInPrerequisiteState, UndefinedObject
 from pgml_proxy.functions.registry import CallContext, SessionQueries, SessionQueryFailed
 from pgml_proxy.sql.literals import quote
+from pgml_proxy.sql.text import KEEP_OWN_TRANSACTION
 from pgml_proxy.wire.status import IDLE
 
 #: Task spellings accepted as arguments (§3.3) → the catalog's underscore label.
@@ -164,6 +165,7 @@ async def in_one_transaction(catalog: Catalog, work: Any) -> Any:
         return await work()
     await catalog.rows("BEGIN")
     try:
+        await catalog.rows(KEEP_OWN_TRANSACTION)
         result = await work()
     except Exception as exc:
         await catalog.rows("ROLLBACK")
