@@ -82,9 +82,14 @@ def write_results(path: Path, results: dict, report: str) -> None:
 
 
 @contextlib.contextmanager
-def embedded_postgres(folder: Path) -> Iterator[EmbeddedPostgres]:
+def embedded_postgres(folder: Path, max_connections: int = 200) -> Iterator[EmbeddedPostgres]:
+    """The embedded server in ``folder/pg``; ``max_connections`` above 200 for benchmarks with more sessions
+    (each client session through the proxy holds one upstream connection)."""
     server = EmbeddedPostgres(
-        folder / "pg", port=free_port(), tcp_host="127.0.0.1", settings={"max_connections": "200"}
+        folder / "pg",
+        port=free_port(),
+        tcp_host="127.0.0.1",
+        settings={"max_connections": str(max_connections)},
     )
     server.start()
     try:
