@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -174,6 +176,50 @@ def test_upstream_connection_lost_gives_client_08006(proxy_factory, upstream):
             assert conn.execute("select 2").fetchone() == (2,)
     finally:
         relay.close()
+
+
+def test_upstream_lost_while_the_proxy_computes_a_bind_fails_that_session_quietly(proxy_factory, upstream):
+    """The server ends the session (FATAL 57P01) while the proxy embeds a Bind's arguments: the client's
+    connection ends, the proxy logs no traceback (its own failure once went to the closed upstream), and
+    serves the next client."""
+    fronted = proxy_factory()
+    texts = [f"sentence {n} about {n * 7919 % 1000}" for n in range(3000)]
+    failures: list[BaseException] = []
+
+    async def bind_and_execute() -> None:
+        conn = await asyncpg.connect(fronted.url(), server_settings={"application_name": "bind_lost"})
+        try:
+            await conn.fetchval(
+                "select count(*) from pgml.embed('sentence-transformers/all-MiniLM-L6-v2', $1::text[])", texts
+            )
+        finally:
+            conn.terminate()
+
+    def embed() -> None:
+        try:
+            asyncio.run(bind_and_execute())
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            failures.append(exc)
+
+    with psycopg.connect(fronted.url(), autocommit=True) as conn:  # loaded: what follows is computation
+        conn.execute("select pgml.embed('sentence-transformers/all-MiniLM-L6-v2', 'warm')").fetchone()
+    worker = threading.Thread(target=embed)
+    worker.start()
+    with psycopg.connect(upstream.url(), autocommit=True) as direct:
+        assert wait_until(lambda: backends_named(direct, "bind_lost") == 1, timeout=30)
+        time.sleep(1.0)  # embedding 3,000 texts takes seconds: the FATAL lands mid-computation
+        direct.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'bind_lost'"
+        )
+    worker.join(120)
+    assert not worker.is_alive()
+    # The server's FATAL reaches the client mid-operation; asyncpg reports it as the connection closing.
+    assert [getattr(f, "sqlstate", None) for f in failures] in (["57P01"], ["08003"])
+    with psycopg.connect(fronted.url()) as conn:  # the proxy itself carries on
+        assert conn.execute("select 2").fetchone() == (2,)
+    assert fronted.stop() == 0  # a failed task is reported when it is collected: at the latest, on exit
+    assert "Traceback" not in fronted.log
+    assert "exception was never retrieved" not in fronted.log
 
 
 def test_client_gone_cancels_its_upstream_statement(proxy, upstream):
