@@ -276,7 +276,7 @@ def _import_model(source: str, destination: Path, *, overwrite: bool) -> Path:
         else Path(source)
     )
     with progress.Steps() as steps:
-        return import_gguf(path, destination, progress=steps, overwrite=overwrite)
+        return import_gguf(path, destination, progress=steps, count=steps.count, overwrite=overwrite)
 
 
 def _finetune_model(namespace: argparse.Namespace, settings: Settings, destination: Path) -> Path:

@@ -1,8 +1,9 @@
 """Progress of long command-line work (imports, fine-tuning, preloads) on stderr.
 
-On a terminal the running step is one line redrawn in place with a spinner and the seconds it has taken, so a
-dequantization that takes minutes visibly moves; elsewhere (a log file, a CI job) each step is one plain line
-when it starts and one when it ends, with its time.
+On a terminal the running step is one line redrawn in place with a spinner, a bar when the work counts its
+items (the tensors of a GGUF import), and the seconds it has taken, so a dequantization that takes minutes
+visibly moves; elsewhere (a log file, a CI job) each step is one plain line when it starts and one when it
+ends, with its time, and a counted step adds a line at each quarter.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Final, TextIO
 
 SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 REDRAW_S: Final = 0.1
+BAR_WIDTH: Final = 24
 PREFIX: Final = "pgml-proxy: "
 
 
@@ -31,6 +33,8 @@ class Step:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ended = False
+        self._counted: tuple[int, int] | None = None
+        self._quarters_shown = 0
 
     def __enter__(self) -> Step:
         self._started = time.monotonic()
@@ -46,6 +50,14 @@ class Step:
     ) -> None:
         if not self._ended:
             self._end("failed" if error is not None else "done", None)
+
+    def count(self, done: int, total: int) -> None:
+        """``done`` of ``total`` items are through (any thread)."""
+        self._counted = (done, total)
+        quarters = 4 * done // total if total > 0 else 0
+        if not self._live and quarters > self._quarters_shown:
+            self._quarters_shown = quarters
+            self._write(f"{PREFIX}{self.what}: {done}/{total} ({25 * quarters}%)\n")
 
     def done(self, detail: str | None = None) -> None:
         self._end("done", detail)
@@ -67,9 +79,16 @@ class Step:
 
     def _spin(self) -> None:
         for frame in itertools.cycle(SPINNER):
-            self._write(f"\r\033[K{frame} {self.what} … {self.elapsed:.1f} s")
+            self._write(f"\r\033[K{frame} {self.what}{self._bar()} … {self.elapsed:.1f} s")
             if self._stop.wait(REDRAW_S):
                 return
+
+    def _bar(self) -> str:
+        if self._counted is None:
+            return ""
+        done, total = self._counted
+        filled = BAR_WIDTH * done // total if total > 0 else 0
+        return f" [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total}"
 
     def _write(self, text: str) -> None:
         if not self._live:
@@ -93,6 +112,11 @@ class Steps:
 
     def __enter__(self) -> Steps:
         return self
+
+    def count(self, done: int, total: int) -> None:
+        """The running step's count (see :meth:`Step.count`)."""
+        if self._current is not None:
+            self._current.count(done, total)
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
 def test_import_reports_its_steps_and_where_the_model_went(imported: Imported) -> None:
     assert imported.exit_code == 0, imported.stderr
     assert "dequantizing" in imported.stderr
+    # The tensors are counted by our progress lines (a bar on a terminal), not by transformers' own bar.
+    assert re.search(r"dequantizing the weights \(the slow step\): (\d+)/\1 \(100%\)", imported.stderr)
+    assert "Converting and de-quantizing" not in imported.stderr
     assert f"pgml-proxy --models-dir {imported.models_dir}" in imported.stderr
     print(f"import took {imported.seconds:.1f}s")
     # Leftovers of the staging folder would be harmless to the resolver but clutter the models directory.

@@ -223,12 +223,24 @@ def test_steps_on_a_terminal_redraw_one_line_and_elsewhere_print_plain_lines() -
         r"pgml-proxy: writing …\npgml-proxy: writing: done in [\d.]+ s\n",
         plain.getvalue(),
     )
+    counted = io.StringIO()
+    with progress.Steps(counted) as steps:
+        steps("dequantizing")
+        for done in range(1, 9):
+            steps.count(done, 8)
+    assert counted.getvalue().splitlines()[1:5] == [
+        f"pgml-proxy: dequantizing: {done}/8 ({percent}%)"
+        for done, percent in ((2, 25), (4, 50), (6, 75), (8, 100))
+    ]
     live = Terminal()
-    with pytest.raises(RuntimeError), progress.Step("dequantizing", live):
+    with pytest.raises(RuntimeError), progress.Step("dequantizing", live) as step:
         import time
 
+        step.count(3, 12)
         time.sleep(0.25)
         raise RuntimeError("disk full")
     text = live.getvalue()
-    assert "\r\033[K⠋ dequantizing … 0.0 s" in text  # the spinner ran, redrawing in place
+    assert "\r\033[K⠋ dequantizing … 0.0 s" in text  # the spinner runs, redrawing in place
+    assert re.search(r"\r\033\[K. dequantizing \[#{6}-{18}\] 3/12 … [\d.]+ s", text)  # with the count's bar
+    assert "3/12 (" not in text  # no quarter lines on a terminal
     assert text.endswith("pgml-proxy: dequantizing: failed in 0.3 s\n") or text.endswith("failed in 0.2 s\n")

@@ -19,8 +19,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 Progress = Callable[[str], None]
+"""Told of each step as it starts."""
+Count = Callable[[int, int], None]
+"""Told ``(done, total)`` as the slow step goes, for a progress bar."""
 
 GGUF_SUFFIX = ".gguf"
 
@@ -43,12 +47,18 @@ def find_packaged_gguf(package: str) -> Path:
 
 
 def import_gguf(
-    source: Path, destination: Path, *, progress: Progress | None = None, overwrite: bool = False
+    source: Path,
+    destination: Path,
+    *,
+    progress: Progress | None = None,
+    count: Count | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Dequantize the GGUF file ``source`` and save it as a model folder at ``destination``, which is returned.
 
-    An existing ``destination`` is replaced only with ``overwrite``; see :func:`staged_folder` for why a failed
-    import never leaves a folder behind.
+    ``count`` is told how many of the file's tensors are dequantized as they are. An existing ``destination``
+    is replaced only with ``overwrite``; see :func:`staged_folder` for why a failed import never leaves a
+    folder behind.
     """
     report = progress or (lambda _step: None)
     source = Path(source).expanduser()
@@ -70,9 +80,10 @@ def import_gguf(
         report("dequantizing the weights (the slow step)")
         # Dequantized explicitly: with a GGUF matmul kernel installed transformers would otherwise keep the
         # weights packed, and such a model can be neither saved nor served by the engine's usual loader.
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
-        )
+        with counting_gguf_tensors(count):
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+            )
         if getattr(model, "is_quantized", False):
             raise ValueError(f"transformers kept {source} quantized; it cannot be saved as a plain model")
         if getattr(tokenizer, "chat_template", None) is None:
@@ -100,6 +111,32 @@ def quiet_transformers() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
         if bars_were_enabled:
             transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def counting_gguf_tensors(count: Count | None) -> Iterator[None]:
+    """Route transformers' loop over a GGUF file's tensors through ``count`` instead of its own tqdm bar.
+
+    That bar ignores transformers' progress-bar switch and would draw over the caller's own output; the loop
+    is the slow part of an import, so it is what a progress bar should follow. Patches a module attribute
+    for the block: for a command-line import, not for a server that loads models concurrently.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+
+    def counted(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        for done, item in enumerate(items, start=1):
+            yield item
+            if count is not None:
+                count(done, len(items))
+
+    gguf_utils.tqdm = counted
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def check_destination(destination: Path, *, overwrite: bool) -> None:
