@@ -107,6 +107,20 @@ def error(sqlstate: str) -> None:
     ERRORS.labels(sqlstate).inc()
 
 
+UPSTREAM_ERRORS: Final = Counter(
+    "pgml_proxy_upstream_errors",
+    "ErrorResponses the upstream sent to clients through the proxy, by SQLSTATE (errors the upstream raised "
+    "for the proxy are counted as the proxy's).",
+    ["sqlstate"],
+    registry=REGISTRY,
+)
+
+
+def upstream_error(sqlstate: str) -> None:
+    """Count an ErrorResponse relayed from the upstream (errors are rare: a label lookup costs nothing)."""
+    UPSTREAM_ERRORS.labels(sqlstate).inc()
+
+
 # -- pgml calls --------------------------------------------------------------------------------------
 
 CALLS: Final = Counter(

@@ -210,6 +210,26 @@ def test_proxy_errors_are_counted_by_sqlstate_once_each(proxy_url, endpoint):
     assert endpoint.value("pgml_proxy_errors_total", sqlstate="42P01") == upstream_errors
 
 
+def test_upstream_errors_are_counted_apart_from_the_proxys(proxy_url, endpoint):
+    """Errors relayed from the upstream count by SQLSTATE under both protocols; an error the proxy has the
+    upstream raise for it (inside a transaction block) is the proxy's only."""
+    missing = endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="42P01")
+    division = endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="22012")
+    raised = endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="42883")
+    with psycopg.connect(proxy_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("select * from no_such_table_here")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("select %s::int / 0", (1,))  # extended protocol
+        conn.execute("begin")
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            conn.execute("select pgml.embed(1, 2, 3, 4, 5)")
+        conn.execute("rollback")
+    assert endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="42P01") == missing + 1
+    assert endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="22012") == division + 1
+    assert endpoint.value("pgml_proxy_upstream_errors_total", sqlstate="42883") == raised
+
+
 def test_embed_calls_count_by_path_function_and_model_and_record_batches(proxy_url, endpoint):
     model = EMBED_MODEL
     labels = {"function": "embed", "model": model}

@@ -472,6 +472,7 @@ class Interception:
         side = self.upstream_side
         if side is not None and side.transaction_status == IN_TRANSACTION:
             # The upstream raises the same error itself, aborting its transaction block as the client expects.
+            side.expect_raised(error.sqlstate)
             self._forward(message(QUERY, raise_statement(error).encode() + b"\x00"))
             return
         self.client.write(error_response(error) + ready(IDLE))

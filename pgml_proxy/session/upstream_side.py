@@ -8,7 +8,7 @@ ErrorResponse are read on the way.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from pgml_proxy import metrics
@@ -57,6 +57,7 @@ class UpstreamSide:
         "parameters",
         "protocol_minor",
         "proxy_key",
+        "raised",
         "ready_count",
         "skipping_to_sync",
         "transaction_status",
@@ -82,6 +83,7 @@ class UpstreamSide:
         self.proxy_key: CancelKey | None = None
         self.closed_by_fatal = False
         self.markers: dict[str, bytes] = {}
+        self.raised: Counter[str] = Counter()  # SQLSTATEs of errors the proxy had the upstream raise, due back
         self._trims: deque[tuple[int, int | None]] = deque()
 
     def expect_parameter_description(self, segment: int, keep: int | None) -> None:
@@ -135,14 +137,24 @@ class UpstreamSide:
             if failure is not None:
                 metrics.error("40001")  # the proxy's own error, in place of the upstream's
                 return failure
-            if self.markers and MARKER_PREFIX.encode() in chunk[start:end]:
-                message = decode_fields(chunk[start:end]).get(MESSAGE, "")
+            fields = decode_fields(chunk[start:end])
+            if self.markers and MARKER_PREFIX in fields.get(MESSAGE, ""):
                 for name in list(self.markers):
-                    if f'"{name}"' in message:
+                    if f'"{name}"' in fields[MESSAGE]:
                         return self.markers.pop(name)
-            elif is_fatal(chunk[start:end]):
+            sqlstate = fields.get(SQLSTATE, "")
+            if self.raised[sqlstate] > 0:
+                self.raised[sqlstate] -= 1  # the proxy's error, counted when it was raised
+            else:
+                metrics.upstream_error(sqlstate)
+            if is_fatal(chunk[start:end]):
                 self.closed_by_fatal = True
         return None
+
+    def expect_raised(self, sqlstate: str) -> None:
+        """The proxy has the upstream raise an error of its own (in a transaction block): when it comes
+        back it is not counted as the upstream's."""
+        self.raised[sqlstate] += 1
 
     def _startup(self, chunk: bytes, frames: list[tuple[int, int, int]]) -> bytes:
         """Relay the startup phase, swapping in the proxy's cancel key and removing channel binding."""
