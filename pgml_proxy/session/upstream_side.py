@@ -83,7 +83,9 @@ class UpstreamSide:
         self.proxy_key: CancelKey | None = None
         self.closed_by_fatal = False
         self.markers: dict[str, bytes] = {}
-        self.raised: Counter[str] = Counter()  # SQLSTATEs of errors the proxy had the upstream raise, due back
+        self.raised: Counter[str] = (
+            Counter()
+        )  # SQLSTATEs of errors the proxy had the upstream raise, due back
         self._trims: deque[tuple[int, int | None]] = deque()
 
     def expect_parameter_description(self, segment: int, keep: int | None) -> None:
