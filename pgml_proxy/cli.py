@@ -34,6 +34,7 @@ from pgml_proxy.config import (
     check_file,
     engine_config,
     load_settings,
+    names,
     preload_list,
     validate,
 )
@@ -148,9 +149,9 @@ def _add_model_target_arguments(parser: argparse.ArgumentParser) -> None:
     _add_settings_arguments(parser)
 
 
-def _add_settings_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
-    """--config, --models-dir and the options ``names``, as `serve` reads them (flag, environment, file)."""
-    wanted = ("models_dir", "models_aliases", "models_devices", *names)
+def _add_settings_arguments(parser: argparse.ArgumentParser, *extra: str) -> None:
+    """--config, --models-dir and the options ``extra``, as `serve` reads them (flag, environment, file)."""
+    wanted = ("models_dir", "models_aliases", "models_devices", *extra)
     add_arguments(parser, [option for option in OPTIONS if option.name in wanted])
 
 
@@ -332,6 +333,7 @@ async def serve(settings: Settings) -> int:
             max_connections=settings.max_connections,
             interceptor=interceptor,
             tls_context=tls_context,
+            admin_users=frozenset(names(settings.admin_users)),
         )
         host, port = await server.listen(*settings.listen_address)
         metrics_address = settings.metrics_address

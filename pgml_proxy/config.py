@@ -59,6 +59,7 @@ class Settings:
     upstream: str | None = None
     listen: str = "127.0.0.1:6432"
     max_connections: int = 100
+    admin_users: str = ""
     data_dir: Path = Path(platformdirs.user_data_dir("pgml-proxy"))
     log_level: str = "info"
     log_format: str = "text"
@@ -123,6 +124,14 @@ OPTIONS: Final = (
         int,
         "client connections allowed at once; one more gets SQLSTATE 53300 (default 100)",
         metavar="N",
+    ),
+    Option(
+        "admin_users",
+        str,
+        "login roles that may load and unload models with pgml.load_model/unload_model, comma-separated "
+        "(default: every role)",
+        metavar="ROLES",
+        shape="list",
     ),
     Option(
         "data_dir",

@@ -33,11 +33,14 @@ class ProxyServer:
         max_connections: int,
         interceptor: Interceptor,
         tls_context: ssl.SSLContext | None = None,
+        admin_users: frozenset[str] = frozenset(),
     ) -> None:
+        """``admin_users``: the login roles that may load and unload models (empty: every role)."""
         self.upstream = upstream
         self.interceptor = interceptor
         self.max_connections = max_connections
         self.tls_context = tls_context
+        self.admin_users = admin_users
         self._connections: set[Session] = set()  # every open client connection, startup included
         self._admitted: set[Session] = set()  # those counted against max_connections
         self._by_pid: dict[int, Session] = {}

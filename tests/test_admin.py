@@ -177,3 +177,19 @@ def test_proxy_stats_reports_the_metrics_in_sql(conn: psycopg.Connection[Any]) -
     assert value == 1.0 and set(labels) == {"version"}
     types = [c.type_code for c in conn.execute("SELECT * FROM pgml.proxy_stats() LIMIT 1").description]
     assert types == [25, 3802, 701]
+
+
+def test_admin_users_reserve_loading_and_unloading(proxy_factory: Any, tiny_models: Path) -> None:
+    """With admin_users set, other login roles read the proxy's state but cannot change it (42501)."""
+    from tests.support.servers import PASSWORD
+
+    fronted = proxy_factory("--models-dir", str(tiny_models), "--admin-users", "postgres")
+    with psycopg.connect(fronted.url(user="md5user", password=PASSWORD), autocommit=True) as user:
+        for statement in ("SELECT pgml.load_model('cross-encoder', 'rank')", "SELECT pgml.unload_model('x')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for pgml"):
+                user.execute(statement)
+        assert user.execute("SELECT count(*) FROM pgml.proxy_models()").fetchone() == (0,)
+        assert user.execute("SELECT count(*) > 0 FROM pgml.proxy_stats()").fetchone() == (True,)
+    with psycopg.connect(fronted.url(), autocommit=True) as admin:
+        assert admin.execute("SELECT pgml.load_model('cross-encoder', 'rank')").fetchone() == (True,)
+        assert admin.execute("SELECT pgml.unload_model('cross-encoder')").fetchone() == (1,)

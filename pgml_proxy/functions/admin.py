@@ -1,20 +1,28 @@
 """The proxy's own administration in SQL: its metrics, the models it holds, loading and unloading them.
 
 They act on the one engine every session shares (a model loaded by one session serves all), like PgBouncer's
-admin console, but through ordinary statements any client can send. Loading goes through the same policies as
-a call (allowed models, remote code, the configured device), so it can do nothing a call could not.
+admin console, but through ordinary statements. Reading is open to every client; loading and unloading change
+what every session meets, so the configuration may reserve them to some login roles (``admin_users``), as
+PgBouncer reserves its console. Loading goes through the same policies as a call (allowed models, remote code,
+the configured device), so it can do nothing a call could not.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Final
 
 from pgml_engines.engine import LOAD_EMBEDDING
 
 from pgml_proxy import metrics
+from pgml_proxy.errors import InsufficientPrivilege
 from pgml_proxy.functions.registry import CallContext, Overload, json_object
 from pgml_proxy.functions.signatures import Column, Parameter, Signature
 from pgml_proxy.wire.types import BOOL, FLOAT8, INT8, JSONB, TEXT, TIMESTAMPTZ
+
+MAY_ADMINISTER: ContextVar[bool] = ContextVar("pgml_proxy_may_administer", default=True)
+"""Whether the session running the statement may load and unload models; its session sets it from the
+configuration's ``admin_users`` and the role it logged in as."""
 
 KINDS: Final = {"embed": "embedding", "cross-encoder": "rank"}
 """What ``proxy_models`` shows as a model's kind: the task ``load_model`` takes to load it that way."""
@@ -42,7 +50,16 @@ async def _proxy_models(context: CallContext, calls: list[tuple[Any, ...]]) -> l
     return [rows for _ in calls]
 
 
+def _check_administrator(function: str) -> None:
+    if not MAY_ADMINISTER.get():
+        raise InsufficientPrivilege(
+            f"permission denied for pgml.{function}",
+            hint="The proxy's configuration (admin_users) reserves loading and unloading models to some roles.",
+        )
+
+
 async def _load_model(context: CallContext, calls: list[tuple[Any, ...]]) -> list[bool]:
+    _check_administrator("load_model")
     return [
         await context.engine.load_model(name, task, json_object(kwargs, "pgml.load_model kwargs"))
         for name, task, kwargs in calls
@@ -50,6 +67,7 @@ async def _load_model(context: CallContext, calls: list[tuple[Any, ...]]) -> lis
 
 
 async def _unload_model(context: CallContext, calls: list[tuple[Any, ...]]) -> list[int]:
+    _check_administrator("unload_model")
     return [context.engine.unload_model(name) for (name,) in calls]
 
 

@@ -24,6 +24,7 @@ from pgml_proxy.errors import (
     QueryCanceled,
     TooManyConnections,
 )
+from pgml_proxy.functions.admin import MAY_ADMINISTER
 from pgml_proxy.metrics import RELAY
 from pgml_proxy.session.client_side import ClientSide
 from pgml_proxy.session.extension_commands import ExtensionCommands
@@ -105,6 +106,7 @@ class Session(ExtensionCommands):
         self._side_done: asyncio.Future[SideQueryResult] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
         self._markers = 0
+        self._may_administer = False
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -282,6 +284,9 @@ class Session(ExtensionCommands):
         self.upstream_gate = ReadGate(transport)
         self.upstream_side = UpstreamSide(startup.minor, lambda minor: self.server.issue_key(self, minor))
         self.phase = Phase.RELAY
+        # The login role, which the upstream authenticates: SET ROLE later changes nothing here.
+        admins = self.server.admin_users
+        self._may_administer = not admins or startup.user in admins
         log.debug("session %s user=%s database=%s relaying", self.peer, startup.user, startup.database)
         transport.write(startup.raw)
         if self._startup_buffer:
@@ -299,6 +304,7 @@ class Session(ExtensionCommands):
 
     async def _then_resume(self, work: Coroutine[Any, Any, None]) -> None:
         notices.SINK.set(self.notice)  # engine notices raised by this work go to this client
+        MAY_ADMINISTER.set(self._may_administer)
         try:
             await work
         finally:
