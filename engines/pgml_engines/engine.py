@@ -216,14 +216,10 @@ class Engine:
 
         The (query, document) pairs of concurrent requests for one model and predict options share model calls.
         """
-        self._check_open()
-        names = self._check_model_name(model)
-        load, options = ranking.split_kwargs(self._with_device(names, kwargs))
-        self._check_policy(model, names, load.trust_remote_code)
+        key, options = self._rank_key(model, kwargs)
         docs = ranking.check_documents(query, documents)
         if not docs:
             return []
-        key = ModelKey(model, load, "cross-encoder")
         try:
             await self._ensure_model(key)
             batcher = self._batcher(
@@ -433,11 +429,7 @@ class Engine:
         if task is None or task == LOAD_EMBEDDING:
             return self._prepare(model, kwargs)[0]
         if task == LOAD_RANK:
-            self._check_open()
-            names = self._check_model_name(model)
-            load, _ = ranking.split_kwargs(self._with_device(names, kwargs))
-            self._check_policy(model, names, load.trust_remote_code)
-            return ModelKey(model, load, "cross-encoder")
+            return self._rank_key(model, kwargs)[0]
         self._check_open()
         raw = {**(kwargs or {}), "model": model}
         if task != LOAD_TRANSFORM:
@@ -493,6 +485,15 @@ class Engine:
         load = embedding.load_options(self._with_device(names, load_raw))
         self._check_policy(model, names, load.trust_remote_code)
         return ModelKey(model, load, "embed"), encode_raw
+
+    def _rank_key(self, model: str, kwargs: Mapping[str, Any] | None) -> tuple[ModelKey, ranking.RankOptions]:
+        """Check a rank call's model name and kwargs against the policies: the cross-encoder's cache key and the
+        rank options."""
+        self._check_open()
+        names = self._check_model_name(model)
+        load, options = ranking.split_kwargs(self._with_device(names, kwargs))
+        self._check_policy(model, names, load.trust_remote_code)
+        return ModelKey(model, load, "cross-encoder"), options
 
     def _check_model_name(self, model: Any) -> tuple[str, ...]:
         if not isinstance(model, str) or not model.strip():

@@ -111,7 +111,8 @@ class ClientSide:
             elif kind != codes.PARSE and not self._naming:
                 continue
             pgml = False
-            if kind in _TEXT_MESSAGES:
+            is_text = kind in _TEXT_MESSAGES
+            if is_text:
                 # One lowered copy serves both checks (the fast path's own rule, mentions_pgml's).
                 text = chunk[start:end].lower()
                 pgml = (
@@ -124,6 +125,6 @@ class ClientSide:
             if pgml or (self._naming and kind in _STATEMENT_MESSAGES) or kind == codes.EXECUTE:
                 self._scanner.push_back(chunk[end:])
                 return chunk[: start - 5], (kind, chunk[start:end])
-            if kind in _TEXT_MESSAGES:
+            if is_text:
                 RELAY.statements += 1  # the fast path: a plain integer, folded into metrics when scraped
         return chunk, None
